@@ -1,0 +1,74 @@
+"""One error hierarchy; each boundary decides once what an error means.
+
+- DecodeError: the exporter's fault. Counted by reason, logged rate-limited, datagram dropped.
+- ConfigError / CertificateError: start-up stops with one sentence, exit code 78.
+- UsageError: bad command line, exit code 2.
+- EndpointError: stays inside the forwarder (nothing acknowledged, back off, retry).
+- SpoolError: the disk buffer cannot be used at all (permissions, disk gone).
+
+Anything else escaping a boundary is a bug.
+"""
+
+from __future__ import annotations
+
+
+class RelayError(Exception):
+    """Base of every error the relay raises on purpose."""
+
+
+class DecodeError(RelayError):
+    """A datagram is not a NetFlow v1/v5/v6/v7 export we can decode.
+
+    ``reason`` is a stable label used as the metrics label and in logs.
+    """
+
+    def __init__(
+        self, reason: str, detail: str, *, version: int | None = None, offset: int | None = None
+    ) -> None:
+        self.reason = reason
+        self.detail = detail
+        self.version = version
+        self.offset = offset
+        where = []
+        if version is not None:
+            where.append(f"netflow v{version}")
+        if offset is not None:
+            where.append(f"offset {offset}")
+        prefix = ": ".join(where)
+        super().__init__(f"{prefix}: {detail}" if prefix else detail)
+
+
+class UsageError(RelayError):
+    """The command line is wrong (exit code 2)."""
+
+
+class ConfigError(RelayError):
+    """A configuration the daemon cannot start with (exit code 78, EX_CONFIG).
+
+    The message is one sentence naming the key or file and how to fix it.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        self.key = key
+        super().__init__(message)
+
+
+class CertificateError(ConfigError):
+    """A certificate, key or CA file is unusable; the message names the file."""
+
+    def __init__(self, message: str, *, path: str | None = None, key: str | None = None) -> None:
+        self.path = path
+        super().__init__(message, key=key)
+
+
+class SpoolError(RelayError):
+    """The spool directory cannot be used (permissions, missing disk)."""
+
+
+class EndpointError(RelayError):
+    """A connection to an endpoint failed or broke; the forwarder retries."""
+
+    def __init__(self, endpoint: str, cause: str) -> None:
+        self.endpoint = endpoint
+        self.cause = cause
+        super().__init__(f"{endpoint}: {cause}")

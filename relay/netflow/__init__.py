@@ -1,0 +1,37 @@
+"""Sans-IO NetFlow v1/v5/v6/v7 decoding: bytes in, a Packet or a DecodeError out."""
+
+from __future__ import annotations
+
+from relay.errors import DecodeError
+from relay.netflow import v1, v5, v6, v7
+from relay.netflow.layout import Layout
+from relay.netflow.model import Packet
+
+__all__ = ["LAYOUTS", "SUPPORTED_VERSIONS", "DecodeError", "Packet", "decode", "layout_for"]
+
+LAYOUTS: dict[int, Layout] = {m.LAYOUT.version: m.LAYOUT for m in (v1, v5, v6, v7)}
+SUPPORTED_VERSIONS = tuple(LAYOUTS)
+
+
+def layout_for(data: bytes) -> Layout:
+    """The layout of the datagram's version, or DecodeError (empty, short, unknown)."""
+    size = len(data)
+    if size == 0:
+        raise DecodeError("empty", "empty datagram", offset=0)
+    if size < 2:
+        raise DecodeError("short_header", "1 byte is too short for a version field", offset=0)
+    version = (data[0] << 8) | data[1]
+    layout = LAYOUTS.get(version)
+    if layout is None:
+        hint = " (NetFlow v9/IPFIX are not supported)" if version in (9, 10) else ""
+        raise DecodeError("unknown_version", f"unsupported version {version}{hint}", offset=0)
+    return layout
+
+
+def decode(data: bytes) -> Packet:
+    """Decode one UDP payload.
+
+    Raises DecodeError (and nothing else, whatever the input) with a stable ``reason``:
+    ``empty``, ``short_header``, ``unknown_version``, ``zero_count`` or ``short_records``.
+    """
+    return layout_for(data).decode(bytes(data))

@@ -1,0 +1,80 @@
+"""Logging: one JSON object per line (python-json-logger) or plain text, and rate limiting.
+
+Modules log with a stable event name as the message and details in ``extra``:
+``log.warning("datagram_malformed", extra={"exporter": ..., "reason": ...})``.
+Only the CLI calls :func:`configure`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter
+
+# Attributes every LogRecord has; anything else came in through ``extra``.
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+
+
+class TextFormatter(logging.Formatter):
+    """``2026-11-23T13:04:05Z warning datagram_malformed exporter=10.0.0.1 reason=...``"""
+
+    def format(self, record: logging.LogRecord) -> str:
+        extras = " ".join(f"{k}={v}" for k, v in record.__dict__.items() if k not in _STANDARD)
+        stamp = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
+        line = f"{stamp}Z {record.levelname.lower()} {record.getMessage()}"
+        if extras:
+            line += " " + extras
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def configure(*, fmt: str = "json", level: str = "info") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        formatter: logging.Formatter = JsonFormatter(
+            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            rename_fields={
+                "asctime": "time",
+                "levelname": "level",
+                "name": "logger",
+                "message": "event",
+            },
+            datefmt="%Y-%m-%dT%H:%M:%SZ",
+        )
+    else:
+        formatter = TextFormatter()
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+@dataclass(slots=True)
+class RateLimiter:
+    """At most ``burst`` events per key per ``interval`` seconds; counts what it held back,
+    so the next allowed line can say "skipped N" (time is injected: pure)."""
+
+    interval: float = 10.0
+    burst: int = 5
+    _windows: dict[Any, list[float]] = field(default_factory=dict)
+
+    def allow(self, key: Any, now: float) -> tuple[bool, int]:
+        """(whether to log now, how many were skipped since the last logged one)."""
+        window = self._windows.get(key)
+        if window is None or now - window[0] >= self.interval:
+            skipped = int(window[2]) if window else 0
+            if len(self._windows) > 10000:
+                self._windows.clear()
+            self._windows[key] = [now, 1, 0]
+            return True, skipped
+        if window[1] < self.burst:
+            window[1] += 1
+            return True, 0
+        window[2] += 1
+        return False, 0

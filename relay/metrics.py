@@ -1,0 +1,200 @@
+"""Prometheus text exposition (format 0.0.4) of the relay's counters, and its HTTP endpoint.
+
+Counters the hot path bumps live here as plain dict entries; values other components own
+(spool, forwarder, kernel drops) are read from their ``statistics()`` at scrape time through
+collector callbacks, so there is one source of truth for each number.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import trio
+
+log = logging.getLogger(__name__)
+
+Labels = tuple[tuple[str, str], ...]
+Sample = tuple[str, Labels, float]
+
+
+@dataclass(slots=True)
+class Family:
+    name: str
+    kind: str  # "counter" | "gauge"
+    help: str
+    values: dict[Labels, float] = field(default_factory=dict)
+
+    def inc(self, amount: float = 1, labels: Labels = ()) -> None:
+        self.values[labels] = self.values.get(labels, 0) + amount
+
+    def set(self, value: float, labels: Labels = ()) -> None:
+        self.values[labels] = value
+
+    def get(self, labels: Labels = ()) -> float:
+        return self.values.get(labels, 0)
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._families: dict[str, Family] = {}
+        self._collectors: list[Callable[[], None]] = []
+
+    def family(self, name: str, kind: str, help_text: str) -> Family:
+        fam = Family(name=name, kind=kind, help=help_text)
+        self._families[name] = fam
+        return fam
+
+    def add_collector(self, collect: Callable[[], None]) -> None:
+        """``collect`` refreshes families from their owners right before each scrape."""
+        self._collectors.append(collect)
+
+    def families(self) -> Iterable[Family]:
+        for collect in self._collectors:
+            collect()
+        return self._families.values()
+
+    def render(self) -> str:
+        return render_families(self.families())
+
+
+def render_families(families: Iterable[Family]) -> str:
+    out = []
+    for fam in families:
+        out.append(f"# HELP {fam.name} {fam.help}")
+        out.append(f"# TYPE {fam.name} {fam.kind}")
+        for labels, value in sorted(fam.values.items()):
+            out.append(f"{fam.name}{_labels(labels)} {_number(value)}")
+    return "\n".join(out) + "\n"
+
+
+def _labels(labels: Labels) -> str:
+    if not labels:
+        return ""
+    inner = ",".join(
+        f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
+        for k, v in labels
+    )
+    return "{" + inner + "}"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+class RelayMetrics:
+    """The relay's metric families, named as in the product contract."""
+
+    def __init__(self, registry: Registry | None = None) -> None:
+        r = self.registry = registry or Registry()
+        self.packets_received = r.family(
+            "flowrelay_packets_received_total", "counter", "NetFlow datagrams received"
+        )
+        self.records_decoded = r.family(
+            "flowrelay_records_decoded_total", "counter", "Flow records decoded"
+        )
+        self.packets_malformed = r.family(
+            "flowrelay_packets_malformed_total", "counter", "Datagrams dropped as not decodable"
+        )
+        self.packets_warning = r.family(
+            "flowrelay_packets_warning_total",
+            "counter",
+            "Datagrams decoded despite an oddity (count over Cisco's maximum, trailing bytes)",
+        )
+        self.packets_denied = r.family(
+            "flowrelay_packets_denied_total", "counter", "Datagrams from outside the allow-list"
+        )
+        self.flows_lost = r.family(
+            "flowrelay_flows_lost_total", "counter", "Flows missing from flow_sequence gaps"
+        )
+        self.udp_kernel_drops = r.family(
+            "flowrelay_udp_kernel_drops_total",
+            "counter",
+            "Datagrams the kernel dropped on the relay's sockets (receive buffer full)",
+        )
+        self.lines_spooled = r.family(
+            "flowrelay_lines_spooled_total", "counter", "Syslog lines written to the spool"
+        )
+        self.spool_bytes = r.family("flowrelay_spool_bytes", "gauge", "Bytes on disk in the spool")
+        self.spool_pending_lines = r.family(
+            "flowrelay_spool_pending_lines", "gauge", "Lines in the spool not yet taken"
+        )
+        self.spool_corrupt_frames = r.family(
+            "flowrelay_spool_corrupt_frames_total",
+            "counter",
+            "Spool frames found torn or corrupt at start and cut off",
+        )
+        self.lines_forwarded = r.family(
+            "flowrelay_lines_forwarded_total",
+            "counter",
+            "Lines the platform's TCP acknowledged",
+        )
+        self.lines_resent = r.family(
+            "flowrelay_lines_resent_total",
+            "counter",
+            "Lines sent again after a broken connection (possible duplicates)",
+        )
+        self.forward_reconnects = r.family(
+            "flowrelay_forward_reconnects_total", "counter", "Connections made after the first"
+        )
+        self.lines_dropped = r.family(
+            "flowrelay_lines_dropped_total", "counter", "Lines dropped, by reason"
+        )
+        self.endpoint_connected = r.family(
+            "flowrelay_endpoint_connected", "gauge", "1 while connected to an endpoint"
+        )
+
+
+async def serve_http(
+    registry: Registry,
+    host: str,
+    port: int,
+    *,
+    health: Callable[[], tuple[bool, str]],
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """``GET /metrics`` and ``GET /healthz`` over plain HTTP/1.0; started() with the port."""
+
+    async def handle(stream: trio.SocketStream) -> None:
+        try:
+            with trio.move_on_after(5):
+                request = b""
+                while b"\r\n\r\n" not in request and b"\n\n" not in request:
+                    chunk = await stream.receive_some(4096)
+                    if not chunk or len(request) > 16384:
+                        return
+                    request += chunk
+                parts = request.split(b" ", 2)
+                path = parts[1].split(b"?", 1)[0] if len(parts) > 1 else b""
+                if parts[0] != b"GET":
+                    await _respond(stream, 405, "text/plain", "method not allowed\n")
+                elif path == b"/metrics":
+                    body = registry.render()
+                    await _respond(stream, 200, "text/plain; version=0.0.4; charset=utf-8", body)
+                elif path == b"/healthz":
+                    ok, text = health()
+                    await _respond(stream, 200 if ok else 503, "text/plain", text + "\n")
+                else:
+                    await _respond(stream, 404, "text/plain", "not found: try /metrics\n")
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        finally:
+            await stream.aclose()
+
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    bound = listeners[0].socket.getsockname()[1]
+    log.info("metrics_listening", extra={"address": f"{host}:{bound}"})
+    async with trio.open_nursery() as nursery:
+        task_status.started(bound)
+        await trio.serve_listeners(handle, listeners, handler_nursery=nursery)
+
+
+async def _respond(stream: trio.SocketStream, status: int, ctype: str, body: str) -> None:
+    reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Unavailable"}[status]
+    data = body.encode()
+    head = (
+        f"HTTP/1.0 {status} {reason}\r\nContent-Type: {ctype}\r\n"
+        f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+    )
+    await stream.send_all(head.encode() + data)

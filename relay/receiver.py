@@ -1,0 +1,138 @@
+"""UDP listeners: read datagrams as fast as the kernel hands them over, never wait on the
+network, and hand rendered lines to the spool writer through a bounded channel."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import trio
+
+from relay.config import HostPort
+from relay.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Datagrams handled per wake-up before yielding to the other tasks (forwarder, metrics).
+BURST = 256
+MAX_DATAGRAM = 65535
+
+
+def open_udp_socket(address: HostPort, *, receive_buffer: int, reuse_port: bool) -> socket.socket:
+    """A bound, non-blocking UDP socket; ConfigError with the fix when it cannot be had."""
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            # [::] and 0.0.0.0 on the same port are two sockets, one per family.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2  # Linux doubles it
+        extra = {"address": str(address), "requested": receive_buffer, "granted": granted}
+        if granted < receive_buffer:
+            log.warning(
+                "receive_buffer_capped",
+                extra={
+                    **extra,
+                    "fix": f"sysctl -w net.core.rmem_max={receive_buffer} "
+                    "(see deploy/99-flowrelay.conf)",
+                },
+            )
+        else:
+            log.info("receive_buffer", extra=extra)
+        sock.bind((address.host, address.port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"listen address {address} is already in use: stop the other program on that "
+                "port or change listen.addresses / --listen",
+                key="listen.addresses",
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise ConfigError(
+                f"listen address {address}: permission denied (ports below 1024 need "
+                "privileges; use 12999)",
+                key="listen.addresses",
+            ) from None
+        if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+            raise ConfigError(
+                f"listen address {address} does not exist on this machine: fix "
+                "listen.addresses / --listen",
+                key="listen.addresses",
+            ) from None
+        raise ConfigError(
+            f"listen address {address}: {exc.strerror}", key="listen.addresses"
+        ) from None
+    sock.setblocking(False)
+    return sock
+
+
+class UdpReceiver:
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        process: Callable[[bytes, str], list[bytes]],
+        send: trio.MemorySendChannel[list[bytes]],
+    ) -> None:
+        self._sock = sock
+        self._process = process
+        self._send = send
+        self.address = sock.getsockname()
+        self._inode = os.fstat(sock.fileno()).st_ino
+
+    async def run(self, stop: trio.Event) -> None:
+        """Receive until ``stop`` is set, then take what the kernel already holds, close the
+        channel (the spool writer finishes when every receiver has), and return."""
+        async with self._send:
+            while not stop.is_set():
+                # Wake at least every 250 ms to notice ``stop``; never cancel a send, so a
+                # batch that was read is always handed over.
+                with trio.move_on_after(0.25):
+                    await trio.lowlevel.wait_readable(self._sock)
+                lines = self._drain(BURST)
+                if lines:
+                    await self._send.send(lines)
+            # Whatever the kernel accepted before we stopped is "received": spool it.
+            while lines := self._drain(BURST):
+                await self._send.send(lines)
+        self._sock.close()
+
+    def _drain(self, limit: int) -> list[bytes]:
+        lines: list[bytes] = []
+        recv, process = self._sock.recvfrom, self._process
+        for _ in range(limit):
+            try:
+                data, addr = recv(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # e.g. ICMP errors surfacing on UDP; never fatal
+                log.warning("udp_receive_error", extra={"error": str(exc)})
+                break
+            lines += process(data, addr[0])
+        return lines
+
+    def kernel_drops(self) -> int:
+        return kernel_drops(self._inode)
+
+
+def kernel_drops(inode: int, proc: Path = Path("/proc/net")) -> int:
+    """The kernel's drop counter of the UDP socket with this inode (/proc/net/udp{,6})."""
+    wanted = str(inode)
+    for name in ("udp", "udp6"):
+        try:
+            text = (proc / name).read_text()
+        except OSError:
+            continue
+        for line in text.splitlines()[1:]:
+            fields = line.split()
+            if len(fields) >= 13 and fields[9] == wanted:
+                return int(fields[-1])
+    return 0

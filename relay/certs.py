@@ -81,7 +81,7 @@ def make_test_ca(
     *,
     name: str = "flowrelay test CA",
     now: datetime | None = None,
-    days: int = 30,
+    days: int = 365,
 ) -> TlsFiles:
     """Make a self-signed CA (``ca.pem``, ``ca.key``) in ``directory``; for tests and the demo.
 
@@ -133,7 +133,7 @@ def issue_certificate(
     server: bool = True,
     client: bool = True,
     now: datetime | None = None,
-    days: int = 30,
+    days: int = 365,
     not_before: datetime | None = None,
     not_after: datetime | None = None,
 ) -> TlsFiles:
@@ -558,7 +558,7 @@ def _chain_findings(
                     level="ok",
                     path=cert_path,
                     message=f"certificate file {cert_path} chains to CA file {ca_path}: "
-                    + " <- ".join(reversed(path_names)),
+                    + " issued by ".join(path_names),
                 )
             )
             return findings

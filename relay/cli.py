@@ -7,10 +7,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from relay import __version__
-from relay.errors import ConfigError, UsageError
+import trio
+
+from relay import __version__, logs
+from relay.config import Config, Overrides, load, parse_toml
+from relay.errors import ConfigError, SpoolError, UsageError
 from relay.offline import decode_files
-from relay.render import BODIES, HEADERS, Renderer, RenderOptions
+from relay.render import BODIES, FRAMINGS, HEADERS, Renderer, RenderOptions
+from relay.service import run_relay
 
 EX_USAGE = 2
 EX_CONFIG = 78  # sysexits.h EX_CONFIG: systemd's RestartPreventExitStatus= stops the loop
@@ -45,7 +49,70 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument(
         "--port", type=int, default=None, help="only UDP packets to this port (captures)"
     )
+    run = commands.add_parser(
+        "run",
+        help="the daemon: receive NetFlow, spool, forward over TLS",
+        description="Run the relay. Flags override the configuration file.",
+    )
+    add_run_flags(run)
     return parser
+
+
+def add_run_flags(run: argparse.ArgumentParser) -> None:
+    run.add_argument("-c", "--config", type=Path, help="TOML configuration file")
+    run.add_argument("--listen", action="append", default=[], metavar="ADDR:PORT")
+    run.add_argument("--endpoint", action="append", default=[], metavar="HOST:PORT")
+    run.add_argument("--ca", metavar="FILE", help="CA bundle the platform's certificate chains to")
+    run.add_argument("--cert", metavar="FILE", help="client certificate (mutual TLS)")
+    run.add_argument("--key", metavar="FILE", help="client private key (mode 0600)")
+    run.add_argument(
+        "--server-name", metavar="NAME", help="name expected in the server certificate"
+    )
+    run.add_argument("--spool", metavar="DIR")
+    run.add_argument("--fsync", choices=("always", "interval", "never"))
+    run.add_argument("--metrics", metavar="ADDR:PORT", help='metrics address, "off" to disable')
+    run.add_argument("--allow", action="append", default=[], metavar="CIDR")
+    run.add_argument("--framing", choices=FRAMINGS)
+    run.add_argument("--log-format", choices=("json", "text"))
+    run.add_argument("--workers", type=int, metavar="N")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The file (if any) with the flags applied; ConfigError names the key or file."""
+    document = {}
+    if args.config is not None:
+        try:
+            text = args.config.read_text()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read configuration file {args.config}: {exc.strerror or exc}"
+            ) from None
+        document = parse_toml(text, source=str(args.config))
+    return load(
+        document,
+        Overrides(
+            listen=args.listen,
+            endpoints=args.endpoint,
+            ca=args.ca,
+            cert=args.cert,
+            key=args.key,
+            server_name=args.server_name,
+            spool=args.spool,
+            fsync=args.fsync,
+            metrics=args.metrics,
+            allow=args.allow,
+            framing=args.framing,
+            log_format=args.log_format,
+            workers=args.workers,
+        ),
+    )
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    logs.configure(fmt=config.log_format, level=config.log_level)
+    trio.run(run_relay, config)
+    return 0
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:
@@ -69,16 +136,28 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     return 1 if summary.unreadable_files else 0
 
 
+COMMANDS = {"decode": _cmd_decode, "run": _cmd_run}
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    found: BaseException = group
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    return found
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
-        if args.command == "decode":
-            return _cmd_decode(args)
-        raise UsageError(f"relay: unknown command {args.command}")
+        try:
+            args = build_parser().parse_args(argv)
+            return COMMANDS[args.command](args)
+        except* (UsageError, ConfigError, SpoolError) as group:
+            # Tasks in a nursery raise exception groups; the user needs the one sentence.
+            raise _first(group) from None
     except UsageError as exc:
         print(exc, file=sys.stderr)
         return EX_USAGE
-    except ConfigError as exc:
+    except (ConfigError, SpoolError) as exc:
         print(f"relay: {exc}", file=sys.stderr)
         return EX_CONFIG
     except BrokenPipeError:

@@ -55,13 +55,17 @@ class Ingest:
             exporter = self._exporters[source] = exporter_address(source)
         if not self._allow.allows(exporter):
             m.packets_denied.inc()
-            self._log("datagram_denied", exporter, "outside the allow-list (listen.allow)")
+            self._log(
+                "datagram_denied",
+                exporter,
+                "datagram dropped: exporter is outside the allow-list (listen.allow / --allow)",
+            )
             return []
         try:
             rendered = self._renderer.render_datagram(data, exporter)
         except DecodeError as exc:
             m.packets_malformed.inc(1, (("reason", exc.reason),))
-            self._log("datagram_malformed", exporter, str(exc), reason=exc.reason)
+            self._log("datagram_malformed", exporter, f"datagram dropped: {exc}", reason=exc.reason)
             return []
         header = rendered.header
         m.records_decoded.inc(len(rendered.lines))
@@ -70,7 +74,8 @@ class Ingest:
             self._log(
                 "datagram_warning",
                 exporter,
-                f"count {header.count}, {rendered.trailing_bytes} trailing bytes",
+                f"datagram decoded despite {warning}: count {header.count}, "
+                f"{rendered.trailing_bytes} trailing bytes",
                 reason=warning,
             )
         if header.version != 1:  # v1 has no sequence numbers
@@ -95,12 +100,13 @@ class Ingest:
         if lost:
             self._metrics.flows_lost.inc(lost)
 
-    def _log(self, event: str, exporter: str, detail: str, *, reason: str = "") -> None:
+    def _log(self, event: str, exporter: str, message: str, *, reason: str = "") -> None:
         allowed, skipped = self._limiter.allow((event, exporter, reason), self._clock())
         if allowed:
-            extra = {"exporter": exporter, "detail": detail}
+            extra: dict[str, object] = {"event": event, "exporter": exporter}
             if reason:
                 extra["reason"] = reason
             if skipped:
-                extra["skipped"] = str(skipped)
-            log.warning(event, extra=extra)
+                # Repeats are muted per interval; say how many were.
+                extra["skipped"] = skipped
+            log.warning(message, extra=extra)

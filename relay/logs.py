@@ -1,7 +1,7 @@
 """Logging: one JSON object per line (python-json-logger) or plain text, and rate limiting.
 
-Modules log with a stable event name as the message and details in ``extra``:
-``log.warning("datagram_malformed", extra={"exporter": ..., "reason": ...})``.
+Modules log a sentence for people and a stable event name plus details in ``extra``:
+``log.warning("datagram dropped: ...", extra={"event": "datagram_malformed", ...})``.
 Only the CLI calls :func:`configure`.
 """
 
@@ -20,12 +20,16 @@ _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "ta
 
 
 class TextFormatter(logging.Formatter):
-    """``2026-11-23T13:04:05Z warning datagram_malformed exporter=10.0.0.1 reason=...``"""
+    """``2026-11-23T13:04:05Z warning [datagram_malformed] datagram dropped ... reason=...``"""
 
     def format(self, record: logging.LogRecord) -> str:
-        extras = " ".join(f"{k}={v}" for k, v in record.__dict__.items() if k not in _STANDARD)
+        extras = " ".join(
+            f"{k}={v}" for k, v in record.__dict__.items() if k not in _STANDARD and k != "event"
+        )
         stamp = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
-        line = f"{stamp}Z {record.levelname.lower()} {record.getMessage()}"
+        event = getattr(record, "event", None)
+        tag = f" [{event}]" if event else ""
+        line = f"{stamp}Z {record.levelname.lower()}{tag} {record.getMessage()}"
         if extras:
             line += " " + extras
         if record.exc_info:
@@ -42,7 +46,6 @@ def configure(*, fmt: str = "json", level: str = "info") -> None:
                 "asctime": "time",
                 "levelname": "level",
                 "name": "logger",
-                "message": "event",
             },
             datefmt="%Y-%m-%dT%H:%M:%SZ",
         )

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import trio
 
+from relay.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 Labels = tuple[tuple[str, str], ...]
@@ -182,9 +184,19 @@ async def serve_http(
         finally:
             await stream.aclose()
 
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        raise ConfigError(
+            f"metrics address {host}:{port} cannot be used ({exc.strerror}): change "
+            'metrics.address / --metrics, or set it to "off"',
+            key="metrics.address",
+        ) from None
     bound = listeners[0].socket.getsockname()[1]
-    log.info("metrics_listening", extra={"address": f"{host}:{bound}"})
+    log.info(
+        "metrics and health endpoint listening",
+        extra={"event": "metrics_listening", "address": f"{host}:{bound}"},
+    )
     async with trio.open_nursery() as nursery:
         task_status.started(bound)
         await trio.serve_listeners(handle, listeners, handler_nursery=nursery)

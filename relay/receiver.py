@@ -34,18 +34,24 @@ def open_udp_socket(address: HostPort, *, receive_buffer: int, reuse_port: bool)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2  # Linux doubles it
-        extra = {"address": str(address), "requested": receive_buffer, "granted": granted}
+        extra: dict[str, object] = {
+            "address": str(address),
+            "requested": receive_buffer,
+            "granted": granted,
+        }
         if granted < receive_buffer:
             log.warning(
-                "receive_buffer_capped",
+                "the kernel granted a smaller UDP receive buffer than configured; bursts may "
+                "be dropped",
                 extra={
                     **extra,
+                    "event": "receive_buffer_capped",
                     "fix": f"sysctl -w net.core.rmem_max={receive_buffer} "
                     "(see deploy/99-flowrelay.conf)",
                 },
             )
         else:
-            log.info("receive_buffer", extra=extra)
+            log.info("UDP receive buffer set", extra={**extra, "event": "receive_buffer"})
         sock.bind((address.host, address.port))
     except OSError as exc:
         sock.close()
@@ -114,7 +120,9 @@ class UdpReceiver:
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:  # e.g. ICMP errors surfacing on UDP; never fatal
-                log.warning("udp_receive_error", extra={"error": str(exc)})
+                log.warning(
+                    "UDP receive error", extra={"event": "udp_receive_error", "error": str(exc)}
+                )
                 break
             lines += process(data, addr[0])
         return lines

@@ -10,10 +10,13 @@ from pathlib import Path
 import trio
 
 from relay import __version__, logs
-from relay.config import Config, Overrides, load, parse_toml
+from relay.certs import check_files, issue_certificate, make_key_and_csr, make_test_ca
+from relay.config import Config, Overrides, load, parse_hostport, parse_toml
+from relay.demo import run_demo
 from relay.errors import ConfigError, SpoolError, UsageError
 from relay.offline import decode_files
 from relay.render import BODIES, FRAMINGS, HEADERS, Renderer, RenderOptions
+from relay.sendtest import send_test
 from relay.service import run_relay
 
 EX_USAGE = 2
@@ -55,6 +58,52 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the relay. Flags override the configuration file.",
     )
     add_run_flags(run)
+
+    commands.add_parser(
+        "demo",
+        help="the whole relay on loopback with a synthetic exporter; exits by itself",
+        description="Throwaway certificates, a local TLS syslog receiver, the relay and a "
+        "synthetic NetFlow v1/v5/v6/v7 exporter, all on 127.0.0.1.",
+    )
+
+    send = commands.add_parser(
+        "send-test",
+        help="send synthetic NetFlow to check the path from routers to the relay",
+    )
+    send.add_argument("--to", required=True, metavar="HOST:PORT")
+    send.add_argument("--version", type=int, default=5, choices=(1, 5, 6, 7))
+    send.add_argument("--count", type=int, default=10, help="datagrams to send (default 10)")
+    send.add_argument(
+        "--records",
+        type=int,
+        default=None,
+        help="flows per datagram (default: the version's maximum)",
+    )
+    send.add_argument(
+        "--rate", type=float, default=100.0, help="datagrams per second, 0 = flat out"
+    )
+
+    certs = commands.add_parser("certs", help="certificate helpers")
+    certs_cmds = certs.add_subparsers(dest="certs_command", required=True, parser_class=_Parser)
+    req = certs_cmds.add_parser("request", help="make a private key and a CSR for the platform")
+    req.add_argument("--cn", required=True, help="common name, e.g. the site's name")
+    req.add_argument("--org", default=None)
+    req.add_argument("--out", type=Path, default=Path("certs"), help="directory (default certs/)")
+    chk = certs_cmds.add_parser("check", help="check the configured CA, certificate and key")
+    chk.add_argument("-c", "--config", type=Path)
+    chk.add_argument("--ca", metavar="FILE")
+    chk.add_argument("--cert", metavar="FILE")
+    chk.add_argument("--key", metavar="FILE")
+    mk = certs_cmds.add_parser(
+        "make-ca", help="make a local test CA with a server and a client certificate"
+    )
+    mk.add_argument("--out", type=Path, required=True)
+    mk.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        help="server names (default localhost, 127.0.0.1, ::1)",
+    )
     return parser
 
 
@@ -136,7 +185,74 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     return 1 if summary.unreadable_files else 0
 
 
-COMMANDS = {"decode": _cmd_decode, "run": _cmd_run}
+def _cmd_demo(args: argparse.Namespace) -> int:
+    logs.configure(fmt="text", level="warning")
+    ok = trio.run(run_demo, sys.stdout)
+    return 0 if ok else 1
+
+
+def _cmd_send_test(args: argparse.Namespace) -> int:
+    target = parse_hostport(args.to, key="--to")
+    result = send_test(
+        target.host,
+        target.port,
+        version=args.version,
+        count=args.count,
+        records=args.records,
+        rate=args.rate,
+    )
+    print(
+        f"sent {result.datagrams} NetFlow v{args.version} datagrams ({result.records} flow "
+        f"records) to {target} in {result.seconds:.2f} s; check the relay's "
+        "flowrelay_packets_received_total"
+    )
+    return 0
+
+
+def _cmd_certs(args: argparse.Namespace) -> int:
+    if args.certs_command == "request":
+        key, csr = make_key_and_csr(args.out, args.cn, organization=args.org)
+        print(f"private key: {key} (keep it here, mode 0600)\nCSR: {csr} (send it to the platform)")
+        return 0
+    if args.certs_command == "make-ca":
+        ca = make_test_ca(args.out / "ca")
+        hosts = tuple(args.host) or ("localhost", "127.0.0.1", "::1")
+        server = issue_certificate(ca, args.out / "server", "server", hosts=hosts, client=False)
+        client = issue_certificate(ca, args.out / "client", "client", server=False)
+        print(
+            f"CA: {ca.cert}\nserver: {server.cert} {server.key}\nclient: {client.cert} {client.key}"
+        )
+        return 0
+    ca: str | Path | None = args.ca
+    cert: str | Path | None = args.cert
+    key: str | Path | None = args.key
+    if args.config is not None:
+        run_args = argparse.Namespace(
+            config=args.config, listen=[], endpoint=[], ca=ca, cert=cert, key=key,
+            server_name=None, spool=None, fsync=None, metrics=None, allow=[], framing=None,
+            log_format=None, workers=None,
+        )  # fmt: skip
+        config = config_from_args(run_args)
+        if config.endpoints:
+            first = config.endpoints[0]
+            ca, cert, key = first.ca, first.cert, first.key
+    findings = check_files(
+        ca=Path(ca) if ca else None,
+        cert=Path(cert) if cert else None,
+        key=Path(key) if key else None,
+    )
+    for finding in findings:
+        print(f"{finding.level:7} {finding.message}")
+    return 1 if any(f.level == "error" for f in findings) else 0
+
+
+COMMANDS = {
+    "decode": _cmd_decode,
+    "run": _cmd_run,
+    "demo": _cmd_demo,
+    "send-test": _cmd_send_test,
+    "certs": _cmd_certs,
+}
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -211,18 +211,29 @@ def _cmd_send_test(args: argparse.Namespace) -> int:
 
 def _cmd_certs(args: argparse.Namespace) -> int:
     if args.certs_command == "request":
-        key, csr = make_key_and_csr(args.out, args.cn, organization=args.org)
-        print(f"private key: {key} (keep it here, mode 0600)\nCSR: {csr} (send it to the platform)")
-        return 0
+        return _certs_request(args)
     if args.certs_command == "make-ca":
-        ca = make_test_ca(args.out / "ca")
-        hosts = tuple(args.host) or ("localhost", "127.0.0.1", "::1")
-        server = issue_certificate(ca, args.out / "server", "server", hosts=hosts, client=False)
-        client = issue_certificate(ca, args.out / "client", "client", server=False)
-        print(
-            f"CA: {ca.cert}\nserver: {server.cert} {server.key}\nclient: {client.cert} {client.key}"
-        )
-        return 0
+        return _certs_make_ca(args)
+    return _certs_check(args)
+
+
+def _certs_request(args: argparse.Namespace) -> int:
+    key, csr = make_key_and_csr(args.out, args.cn, organization=args.org)
+    print(f"private key: {key} (keep it here, mode 0600)\nCSR: {csr} (send it to the platform)")
+    return 0
+
+
+def _certs_make_ca(args: argparse.Namespace) -> int:
+    authority = make_test_ca(args.out / "ca")
+    hosts = tuple(args.host) or ("localhost", "127.0.0.1", "::1")
+    server = issue_certificate(authority, args.out / "server", "server", hosts=hosts, client=False)
+    client = issue_certificate(authority, args.out / "client", "client", server=False)
+    print(f"CA: {authority.cert}")
+    print(f"server: {server.cert} {server.key}\nclient: {client.cert} {client.key}")
+    return 0
+
+
+def _certs_check(args: argparse.Namespace) -> int:
     ca: str | Path | None = args.ca
     cert: str | Path | None = args.cert
     key: str | Path | None = args.key

@@ -205,7 +205,7 @@ class Renderer:
 
     def _prefix(self, h: PacketHeader, exporter: str) -> str:
         """Syslog header and the body keys every record of a datagram shares."""
-        return self._syslog_header(h.unix_secs, h.unix_nsecs, exporter) + self._templates[
+        return self._syslog_header(h.export_time_ms, exporter) + self._templates[
             h.version
         ][0] % (
             h.version,
@@ -217,11 +217,13 @@ class Renderer:
             h.sampling_mode,
         )
 
-    def _syslog_header(self, secs: int, nsecs: int, exporter: str) -> str:
+    def _syslog_header(self, export_ms: int, exporter: str) -> str:
+        # Both headers show the same instant: export time from unix_secs and unix_nsecs (a
+        # broken exporter's nsecs beyond 1e9 carries into the seconds, as in the records).
         opts = self._options
         if opts.header == "rfc5424":
-            stamp = self.iso(secs * 1000 + nsecs // 1_000_000)
-            return f"<{opts.pri}>1 {stamp} {exporter} {opts.tag} - - - "
+            return f"<{opts.pri}>1 {self.iso(export_ms)} {exporter} {opts.tag} - - - "
+        secs = export_ms // 1000
         legacy = self._stamp_cache.get(secs)
         if legacy is None:
             if len(self._stamp_cache) >= _CACHE_LIMIT:

@@ -162,10 +162,11 @@ def _segment_name(segment: int) -> str:
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+    written = os.write(fd, data)
+    if written < len(data):  # rare for regular files: a signal, or the disk filling up
+        view = memoryview(data)[written:]
+        while view:
+            view = view[os.write(fd, view) :]
 
 
 class Spool:
@@ -626,6 +627,12 @@ class Spool:
         two segments. An empty batch (start == end) means nothing is pending after ``start``.
         """
         self._check_open()
+        try:
+            return self._read(start, max_bytes)
+        except OSError as exc:
+            raise SpoolError(f"cannot read the spool in {self._dir}: {exc}") from exc
+
+    def _read(self, start: Position | None, max_bytes: int) -> Batch:
         # Bounded: each pass either returns or cuts a segment, which moves ``pos`` forward.
         for _ in range(len(self._segments) + 2):
             pos = self._resolve(start)
@@ -688,7 +695,10 @@ class Spool:
         elif position.index >= 0:
             offset, index = position.offset, position.index
         else:
-            offset, index = position.offset, self._index_of(seg, position.offset)
+            try:
+                offset, index = position.offset, self._index_of(seg, position.offset)
+            except OSError as exc:
+                raise SpoolError(f"cannot read the spool in {self._dir}: {exc}") from exc
         before = self._pending_lines()
         for _ in range(i):
             self._delete_oldest()

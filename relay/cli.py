@@ -18,6 +18,7 @@ from relay.offline import decode_files
 from relay.render import BODIES, FRAMINGS, HEADERS, Renderer, RenderOptions
 from relay.sendtest import send_test
 from relay.service import run_relay
+from relay.workers import as_worker, run_supervisor
 
 EX_USAGE = 2
 EX_CONFIG = 78  # sysexits.h EX_CONFIG: systemd's RestartPreventExitStatus= stops the loop
@@ -124,6 +125,8 @@ def add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument("--framing", choices=FRAMINGS)
     run.add_argument("--log-format", choices=("json", "text"))
     run.add_argument("--workers", type=int, metavar="N")
+    # Set by the supervisor for its worker processes; not for people.
+    run.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -160,8 +163,23 @@ def config_from_args(args: argparse.Namespace) -> Config:
 def _cmd_run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     logs.configure(fmt=config.log_format, level=config.log_level)
+    if args.worker_index is not None:
+        trio.run(_run_worker, as_worker(config, args.worker_index))
+        return 0
+    if config.workers > 1:
+        # Workers run with the supervisor's own arguments, so file and flags mean the same.
+        raw: list[str] = args.raw_argv
+        return trio.run(run_supervisor, config, raw[raw.index("run") + 1 :])
     trio.run(run_relay, config)
     return 0
+
+
+async def _run_worker(config: Config) -> None:
+    async with trio.open_nursery() as nursery:
+        handle = await nursery.start(run_relay, config)
+        # The supervisor reads this line to find the worker's metrics.
+        sys.stdout.write(f"relay-worker-ready metrics_port={handle.metrics_port}\n")
+        sys.stdout.flush()
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:
@@ -274,9 +292,11 @@ def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    raw = list(sys.argv[1:] if argv is None else argv)
     try:
         try:
-            args = build_parser().parse_args(argv)
+            args = build_parser().parse_args(raw)
+            args.raw_argv = raw
             return COMMANDS[args.command](args)
         except* (UsageError, ConfigError, SpoolError) as group:
             # Tasks in a nursery raise exception groups; the user needs the one sentence.

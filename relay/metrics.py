@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import trio
 
@@ -148,8 +149,12 @@ class RelayMetrics:
         )
 
 
+class Exposition(Protocol):
+    def render(self) -> str: ...
+
+
 async def serve_http(
-    registry: Registry,
+    registry: Exposition,
     host: str,
     port: int,
     *,

@@ -1,0 +1,217 @@
+"""``workers = N``: N relay processes on the same UDP ports, one supervisor.
+
+Each worker is a full ``relay run`` with its own sockets (SO_REUSEPORT: the kernel spreads
+datagrams over them by a hash of the source address and port, so one exporter's stream, and
+its flow_sequence, stays on one worker), its own spool directory (``SPOOL/worker-I``) and its
+own forwarder connection. The supervisor starts them, restarts one that crashes (with
+backoff), stops all of them on SIGTERM (each drains its own spool), exits 78 when a worker
+reports a configuration error, and serves one ``/metrics`` that sums the workers' samples.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import urllib.request
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
+
+import trio
+
+from relay.config import Config, HostPort
+from relay.metrics import Family, render_families, serve_http
+
+log = logging.getLogger(__name__)
+
+EX_CONFIG = 78
+READY_PREFIX = b"relay-worker-ready metrics_port="
+RESTART_DELAY = 1.0
+
+
+@dataclass(slots=True)
+class _Worker:
+    index: int
+    process: trio.Process | None = None
+    metrics_port: int | None = None
+    restarts: int = 0
+    ready: trio.Event = field(default_factory=trio.Event)
+
+
+def worker_argv(argv: Sequence[str], index: int) -> list[str]:
+    """The command line of worker ``index``: the supervisor's own ``relay run`` arguments
+    (so file and flags mean the same), plus the worker's identity."""
+    return [sys.executable, "-m", "relay", "run", *argv, "--worker-index", str(index)]
+
+
+async def run_supervisor(config: Config, argv: Sequence[str]) -> int:
+    workers = [_Worker(index=i) for i in range(config.workers)]
+    stopping = trio.Event()
+    config_error = trio.Event()
+    async with trio.open_nursery() as nursery:
+        for worker in workers:
+            nursery.start_soon(_keep_running, worker, argv, stopping, config_error)
+        if config.metrics is not None:
+            aggregate = _Aggregate(workers)
+            nursery.start_soon(aggregate.refresh_forever)
+            await nursery.start(
+                partial(
+                    serve_http,
+                    aggregate,
+                    config.metrics.host,
+                    config.metrics.port,
+                    health=lambda: _health(workers, stopping),
+                )
+            )
+        log.info(
+            f"supervising {config.workers} workers",
+            extra={"event": "workers_started", "workers": config.workers},
+        )
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as waiter:
+
+                async def on_signal() -> None:
+                    async for _ in signals:
+                        return
+
+                async def on_config_error() -> None:
+                    await config_error.wait()
+
+                for fn in (on_signal, on_config_error):
+                    waiter.start_soon(_first_of, fn, waiter.cancel_scope)
+        stopping.set()
+        for worker in workers:
+            if worker.process is not None and worker.process.returncode is None:
+                worker.process.send_signal(signal.SIGTERM)
+        # Each worker drains within its forward.drain_timeout; give them that and a margin.
+        with trio.move_on_after(config.drain_timeout + 15):
+            for worker in workers:
+                if worker.process is not None:
+                    await worker.process.wait()
+        for worker in workers:
+            if worker.process is not None and worker.process.returncode is None:
+                worker.process.kill()
+        nursery.cancel_scope.cancel()
+    return EX_CONFIG if config_error.is_set() else 0
+
+
+async def _first_of(fn: Callable[[], Awaitable[None]], scope: trio.CancelScope) -> None:
+    await fn()
+    scope.cancel()
+
+
+async def _keep_running(
+    worker: _Worker, argv: Sequence[str], stopping: trio.Event, config_error: trio.Event
+) -> None:
+    while not stopping.is_set():
+        worker.ready = trio.Event()
+        async with trio.open_nursery() as nursery:
+            process = await trio.lowlevel.open_process(
+                worker_argv(argv, worker.index), stdout=-1, stdin=-3
+            )
+            worker.process = process
+            nursery.start_soon(_read_ready, worker, process)
+            code = await process.wait()
+            nursery.cancel_scope.cancel()
+        worker.metrics_port = None
+        if stopping.is_set():
+            return
+        if code == EX_CONFIG:
+            log.error(
+                f"worker {worker.index} cannot start with this configuration; stopping",
+                extra={"event": "worker_config_error", "worker": worker.index},
+            )
+            config_error.set()
+            return
+        worker.restarts += 1
+        log.error(
+            f"worker {worker.index} exited with status {code}; restarting it",
+            extra={"event": "worker_restart", "worker": worker.index, "status": code},
+        )
+        await trio.sleep(min(30.0, RESTART_DELAY * worker.restarts))
+
+
+async def _read_ready(worker: _Worker, process: trio.Process) -> None:
+    assert process.stdout is not None
+    buffer = b""
+    async for chunk in process.stdout:
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            if line.startswith(READY_PREFIX):
+                worker.metrics_port = int(line[len(READY_PREFIX) :])
+                worker.ready.set()
+
+
+def _health(workers: Sequence[_Worker], stopping: trio.Event) -> tuple[bool, str]:
+    up = sum(1 for w in workers if w.metrics_port is not None)
+    ok = up == len(workers) and not stopping.is_set()
+    return ok, f"{'ok' if ok else 'degraded'} workers_up={up}/{len(workers)}"
+
+
+class _Aggregate:
+    """The sum of every worker's samples, refreshed in the background once a second so a
+    scrape of the supervisor never waits on a worker."""
+
+    def __init__(self, workers: Sequence[_Worker]) -> None:
+        self._workers = workers
+        self._text = ""
+
+    def render(self) -> str:
+        return self._text
+
+    async def refresh_forever(self) -> None:
+        while True:
+            texts = [
+                await trio.to_thread.run_sync(_scrape, w.metrics_port)
+                for w in self._workers
+                if w.metrics_port is not None
+            ]
+            self._text = _aggregate(texts)
+            await trio.sleep(1.0)
+
+
+def _scrape(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
+            return str(reply.read().decode())
+    except OSError:
+        return ""
+
+
+def _aggregate(texts: Sequence[str]) -> str:
+    families: dict[str, Family] = {}
+    for text in texts:
+        kinds: dict[str, tuple[str, str]] = {}
+        helps: dict[str, str] = {}
+        for line in text.splitlines():
+            if line.startswith("# HELP "):
+                name, _, help_text = line[7:].partition(" ")
+                helps[name] = help_text
+            elif line.startswith("# TYPE "):
+                name, _, kind = line[7:].partition(" ")
+                kinds[name] = (kind, helps.get(name, ""))
+            elif line and not line.startswith("#"):
+                series, _, value = line.rpartition(" ")
+                name, _, labels = series.partition("{")
+                fam = families.get(name)
+                if fam is None:
+                    kind, help_text = kinds.get(name, ("untyped", ""))
+                    fam = families[name] = Family(name=name, kind=kind, help=help_text)
+                parsed = tuple(
+                    (k, v.strip('"'))
+                    for k, _, v in (p.partition("=") for p in labels.rstrip("}").split(",") if p)
+                )
+                fam.inc(float(value), parsed)
+    return render_families(families.values())
+
+
+def as_worker(config: Config, index: int) -> Config:
+    """Worker ``index``'s view of the configuration: its own spool, a private metrics port
+    (the supervisor serves the public one), sockets shared with SO_REUSEPORT."""
+    return replace(
+        config,
+        spool_dir=config.spool_dir / f"worker-{index}",
+        metrics=HostPort(host="127.0.0.1", port=0),
+    )

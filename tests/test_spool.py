@@ -694,3 +694,23 @@ def test_file_bytes_on_disk_match_the_codec(tmp_path: Path) -> None:
     data = segment_files(tmp_path)[0].read_bytes()
     assert data == codec.encode_segment(1, lines)
     assert zlib.crc32(lines[0]) == int.from_bytes(data[20:24], "little")
+
+
+async def test_close_wakes_a_waiting_reader_with_an_error(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path)
+
+    async def closer() -> None:
+        await trio.sleep(0.02)
+        spool.close()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(closer)
+        with trio.fail_after(2), pytest.raises(SpoolError, match="closed"):
+            await spool.wait_readable(spool.head)
+
+
+def test_sizes_too_small_to_work_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="max_bytes"):
+        Spool.open(tmp_path, max_bytes=100)
+    with pytest.raises(ValueError, match="segment_bytes"):
+        Spool.open(tmp_path, segment_bytes=10)

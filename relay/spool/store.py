@@ -438,18 +438,22 @@ class Spool:
 
         Raises ValueError for a line over codec.MAX_LINE, SpoolError if the disk fails.
         """
-        self._check_open()
-        if not lines:
+        if self._closed:
+            self._check_open()
+        count = len(lines)
+        if not count:
             return 0
         data = codec.encode_frames(lines)
+        size = len(data)
         active = self._segments[-1]
         if (
-            active.data_end + len(data) <= self._segment_limit
-            and self._disk_bytes + len(data) + SEAL_SIZE <= self._max_bytes
+            active.data_end + size <= self._segment_limit
+            and self._disk_bytes + size + SEAL_SIZE <= self._max_bytes
         ):
+            # The common case, kept short: it runs for every datagram's worth of lines.
             try:
-                self._write_active(data, len(lines), len(data) - FRAME_HEADER_SIZE * len(lines))
-                accepted = len(lines)
+                self._write_active(data, count, size - FRAME_HEADER_SIZE * count)
+                accepted = count
             except OSError as exc:
                 accepted = self._after_write_error(exc, lines, retry=True)
         else:

@@ -205,9 +205,7 @@ class Renderer:
 
     def _prefix(self, h: PacketHeader, exporter: str) -> str:
         """Syslog header and the body keys every record of a datagram shares."""
-        return self._syslog_header(h.export_time_ms, exporter) + self._templates[
-            h.version
-        ][0] % (
+        return self._syslog_header(h.export_time_ms, exporter) + self._templates[h.version][0] % (
             h.version,
             exporter,
             h.flow_sequence,

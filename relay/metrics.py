@@ -19,6 +19,9 @@ from relay.errors import ConfigError
 log = logging.getLogger(__name__)
 
 Labels = tuple[tuple[str, str], ...]
+# Text format 0.0.4 escapes backslash, double quote (label values only) and line feed.
+BACKSLASH, QUOTE, NL = "\\", '"', "\n"
+ESCAPED_QUOTE, ESCAPED_NL = '\\"', "\\n"
 Sample = tuple[str, Labels, float]
 
 
@@ -44,8 +47,11 @@ class Registry:
         self._families: dict[str, Family] = {}
         self._collectors: list[Callable[[], None]] = []
 
-    def family(self, name: str, kind: str, help_text: str) -> Family:
+    def family(self, name: str, kind: str, help_text: str, *, labelled: bool = False) -> Family:
         fam = Family(name=name, kind=kind, help=help_text)
+        if not labelled:
+            # Exported as 0 from the start: an absent series reads as "metric missing".
+            fam.values[()] = 0
         self._families[name] = fam
         return fam
 
@@ -65,7 +71,8 @@ class Registry:
 def render_families(families: Iterable[Family]) -> str:
     out = []
     for fam in families:
-        out.append(f"# HELP {fam.name} {fam.help}")
+        help_text = fam.help.replace("\\", "\\\\").replace("\n", "\\n")
+        out.append(f"# HELP {fam.name} {help_text}")
         out.append(f"# TYPE {fam.name} {fam.kind}")
         for labels, value in sorted(fam.values.items()):
             out.append(f"{fam.name}{_labels(labels)} {_number(value)}")
@@ -75,11 +82,16 @@ def render_families(families: Iterable[Family]) -> str:
 def _labels(labels: Labels) -> str:
     if not labels:
         return ""
-    inner = ",".join(
-        f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-        for k, v in labels
-    )
+    inner = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels)
     return "{" + inner + "}"
+
+
+def _escape_label(value: str) -> str:
+    return (
+        value.replace(BACKSLASH, BACKSLASH * 2)
+        .replace(QUOTE, ESCAPED_QUOTE)
+        .replace(NL, ESCAPED_NL)
+    )
 
 
 def _number(value: float) -> str:
@@ -92,18 +104,25 @@ class RelayMetrics:
     def __init__(self, registry: Registry | None = None) -> None:
         r = self.registry = registry or Registry()
         self.packets_received = r.family(
-            "flowrelay_packets_received_total", "counter", "NetFlow datagrams received"
+            "flowrelay_packets_received_total",
+            "counter",
+            "NetFlow datagrams received",
+            labelled=True,
         )
         self.records_decoded = r.family(
             "flowrelay_records_decoded_total", "counter", "Flow records decoded"
         )
         self.packets_malformed = r.family(
-            "flowrelay_packets_malformed_total", "counter", "Datagrams dropped as not decodable"
+            "flowrelay_packets_malformed_total",
+            "counter",
+            "Datagrams dropped as not decodable",
+            labelled=True,
         )
         self.packets_warning = r.family(
             "flowrelay_packets_warning_total",
             "counter",
             "Datagrams decoded despite an oddity (count over Cisco's maximum, trailing bytes)",
+            labelled=True,
         )
         self.packets_denied = r.family(
             "flowrelay_packets_denied_total", "counter", "Datagrams from outside the allow-list"
@@ -142,7 +161,7 @@ class RelayMetrics:
             "flowrelay_forward_reconnects_total", "counter", "Connections made after the first"
         )
         self.lines_dropped = r.family(
-            "flowrelay_lines_dropped_total", "counter", "Lines dropped, by reason"
+            "flowrelay_lines_dropped_total", "counter", "Lines dropped, by reason", labelled=True
         )
         self.endpoint_connected = r.family(
             "flowrelay_endpoint_connected", "gauge", "1 while connected to an endpoint"

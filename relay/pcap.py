@@ -117,6 +117,9 @@ def _pcapng_frames(data: bytes) -> Iterator[tuple[int, int, bytes, int]]:
         if block_len < 12 or block_len % 4 or offset + block_len > len(data):
             raise CaptureError(f"offset {offset}: pcapng block length {block_len} is invalid")
         body = data[offset + 8 : offset + block_len - 4]
+        needed = {1: 2, 6: 20, 2: 20, 3: 4}.get(block_type, 0)
+        if len(body) < needed:
+            raise CaptureError(f"offset {offset}: pcapng block {block_type} is too short")
         offset += block_len
         if block_type == 1:  # interface description
             linktypes.append(struct.unpack_from(order + "H", body)[0])

@@ -210,7 +210,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_send_test(args: argparse.Namespace) -> int:
-    target = parse_hostport(args.to, key="--to")
+    try:
+        target = parse_hostport(args.to, key="--to")
+    except ConfigError as exc:
+        raise UsageError(f"relay send-test: {exc}") from None
     result = send_test(
         target.host,
         target.port,

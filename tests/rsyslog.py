@@ -25,7 +25,12 @@ Outputs, one message per line:
 - ``parsed.log``: what rsyslog's RFC 3164/5424 parser made of each message (pri, hostname,
   syslogtag, programname, msg) as one JSON object per line, so tests can check that the
   platform sees the tag and the JSON body as intended. For the RFC 3164 header ``%msg%``
-  keeps the space after ``TAG:``; :meth:`Rsyslog.messages` strips it into ``body``.
+  keeps the space after ``TAG:``; :meth:`Rsyslog.messages` strips it into ``body``. Writing
+  it costs rsyslog about a third of its throughput: benchmarks pass ``parse=False``.
+
+Ingest rate measured on this 2-core machine (ossl, 400-byte lines, a Python TLS sender with
+1 MiB writes, raw.log only): about 240,000-280,000 lines/s, both framings alike; with
+parsed.log as well, about 150,000-180,000 lines/s. gtls is within a few per cent of ossl.
 
 Both framings of RFC 6587 are accepted: imtcp's ``SupportOctetCountedFraming`` is on by
 default, and the tests check it.
@@ -123,7 +128,8 @@ class Rsyslog:
 
     ``tls`` is the server's CA, certificate and key; clients are verified against ``tls.ca``
     when ``mutual`` is true. ``port=None`` picks a free port once; it is kept across
-    :meth:`restart`. The output files survive restarts (rsyslog appends).
+    :meth:`restart`. The output files survive restarts (rsyslog appends). ``parse=False``
+    writes only raw.log (faster; :meth:`messages` then returns nothing).
     """
 
     def __init__(
@@ -451,6 +457,7 @@ class RsyslogFactory(Protocol):
         host: str = "127.0.0.1",
         permitted_peers: Sequence[str] | None = None,
         driver: Literal["ossl", "gtls"] | None = None,
+        parse: bool = True,
         start: bool = True,
     ) -> Rsyslog: ...
 
@@ -475,6 +482,7 @@ def rsyslog_factory(tmp_path: Path) -> Iterator[RsyslogFactory]:
         host: str = "127.0.0.1",
         permitted_peers: Sequence[str] | None = None,
         driver: Literal["ossl", "gtls"] | None = None,
+        parse: bool = True,
         start: bool = True,
     ) -> Rsyslog:
         server = Rsyslog(
@@ -485,6 +493,7 @@ def rsyslog_factory(tmp_path: Path) -> Iterator[RsyslogFactory]:
             host=host,
             permitted_peers=permitted_peers,
             driver=driver,
+            parse=parse,
         )
         made.append(server)
         if start:

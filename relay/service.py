@@ -73,6 +73,9 @@ def forwarder_config(config: Config, context: ssl.SSLContext | None) -> Forwarde
         backoff_max=config.backoff_max,
         connect_timeout=config.connect_timeout,
         primary_retry_interval=config.primary_retry_interval,
+        # The clean close (acknowledgements, close_notify, the peer's EOF) counts against the
+        # same SIGTERM budget as the drain; ForwarderConfig wants it positive.
+        drain_timeout=max(config.drain_timeout, 0.1),
     )
 
 
@@ -256,6 +259,8 @@ async def _housekeeping(
         await trio.sleep(config.fsync_interval if config.fsync == "interval" else 1.0)
         if config.fsync == "interval":
             await trio.to_thread.run_sync(spool.sync)
+        else:
+            spool.save_cursor()
         ingest.tick()
         if trio.current_time() >= next_stats:
             next_stats += config.stats_interval

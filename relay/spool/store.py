@@ -889,6 +889,16 @@ class Spool:
 
     # ----------------------------------------------------------------------------- durability
 
+    def save_cursor(self) -> None:
+        """Write the cursor file if the cursor moved since it was last written (no fsync).
+
+        ``commit`` writes it at most every CURSOR_INTERVAL, so the last commits of a burst
+        stay in memory; the service calls this every second so that a relay that went idle
+        does not resend its whole last burst after a crash.
+        """
+        if self._wfd >= 0:
+            self._write_cursor(durable=False, now=self._clock(), wait=False)
+
     def sync(self) -> None:
         """Make everything appended so far durable, and the cursor file with it.
 

@@ -1,0 +1,1014 @@
+"""The TLS syslog forwarder: from the spool to the platform, at least once.
+
+Delivery guarantee. Syslog over TLS has no application acknowledgement, and a returned
+``send`` only means the local kernel took the bytes. So the forwarder counts every byte it
+hands to the kernel on a connection, asks the kernel how many of them are still unacknowledged
+(``SIOCOUTQ``), and moves the spool cursor past a batch only once the platform's TCP has
+acknowledged the batch's last byte. When a connection breaks, whatever was sent but not
+acknowledged is sent again on the next connection: those lines may arrive twice, and are counted
+as ``duplicates_resent``. What the platform's kernel acknowledged but its application never
+read (it crashed, or closed with unread data) cannot be seen from here; that is the limit of
+the contract.
+
+Connections close without a TCP reset: stop writing, wait for the outstanding bytes to be
+acknowledged, send TLS close_notify, shut down our sending side, read whatever the peer still
+sends (TLS 1.3 session tickets, its own close_notify) until it closes, then close. Closing a
+socket with unread received data makes the kernel send RST, and a peer that receives RST
+discards what it had not read yet.
+
+TLS runs through :class:`ssl.SSLObject` over memory BIOs rather than a stream wrapper, so that
+the forwarder (a) knows exactly how many ciphertext bytes it wrote, (b) cuts TLS records at
+line boundaries (a connection cut mid-stream then never delivers half a line, because a TLS
+receiver only accepts complete records), (c) hands the kernel one large buffer per batch, and
+(d) decides itself how to close.
+
+Linux only: the acknowledgement count needs the ``SIOCOUTQ`` ioctl.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import math
+import os
+import random
+import socket
+import ssl
+import sys
+import termios
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from itertools import accumulate
+from operator import add
+from typing import Final, Literal, NamedTuple
+
+import trio
+
+from relay.backoff import RetryState, after_failure, after_success, back_to_primary, reconnect_delay
+from relay.errors import ConfigError, EndpointError
+from relay.spool import Position, Spool
+
+logger = logging.getLogger(__name__)
+
+Framing = Literal["newline", "octet-counting"]
+FRAMINGS: Final = ("newline", "octet-counting")
+
+# A TLS record carries at most 16 KiB of plaintext. Giving OpenSSL at most that much per write,
+# cut at line ends, makes every record hold whole lines.
+TLS_RECORD_PAYLOAD: Final = 16384
+_RECEIVE_BYTES: Final = 65536
+# Batches sent on a TLS 1.3 connection before the server's verdict on our certificate.
+_BATCHES_BEFORE_VERDICT: Final = 4
+# SIOCOUTQ (linux/sockios.h) has the value of TIOCOUTQ: for a TCP socket, the bytes written
+# and not yet acknowledged by the peer (sent or not).
+_SIOCOUTQ: Final = getattr(termios, "TIOCOUTQ", 0x5411)
+# tcp_info.tcpi_state after a reset (or a full close): TCP_CLOSE in linux/tcp_states.h.
+_TCP_CLOSE: Final = 7
+
+# OpenSSL X509_V_ERR_* codes worth a specific hint.
+_UNTRUSTED_CODES: Final = frozenset({2, 18, 19, 20, 21})  # issuer unknown / self-signed
+_EXPIRED: Final = 10
+_NOT_YET_VALID: Final = 9
+_NAME_MISMATCH_CODES: Final = frozenset({62, 64})  # host name / IP address mismatch
+# Alerts a server sends when it does not like our client certificate.
+_REJECTED_CLIENT_CERT: Final = frozenset(
+    {
+        "TLSV1_ALERT_UNKNOWN_CA",
+        "SSLV3_ALERT_BAD_CERTIFICATE",
+        "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+        "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+        "SSLV3_ALERT_CERTIFICATE_REVOKED",
+        "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
+        "TLSV1_ALERT_ACCESS_DENIED",
+        "TLSV1_ALERT_DECRYPT_ERROR",
+    }
+)
+_NOT_TLS: Final = frozenset(
+    {"WRONG_VERSION_NUMBER", "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE", "HTTP_REQUEST"}
+)
+_NO_COMMON_PROTOCOL: Final = frozenset(
+    {
+        "SSLV3_ALERT_HANDSHAKE_FAILURE",
+        "TLSV1_ALERT_PROTOCOL_VERSION",
+        "UNSUPPORTED_PROTOCOL",
+        "NO_PROTOCOLS_AVAILABLE",
+        "NO_SHARED_CIPHER",
+        "TLSV1_ALERT_INSUFFICIENT_SECURITY",
+    }
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Values
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Endpoint:
+    """One platform address. ``server_name`` overrides the name sent as SNI and checked
+    against the certificate (default: ``host``)."""
+
+    host: str
+    port: int
+    server_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.host or self.host != self.host.strip():
+            raise ConfigError(f"endpoint host {self.host!r} is empty or has spaces", key="endpoint")
+        if not 0 < self.port < 65536:
+            raise ConfigError(
+                f"endpoint port {self.port} is out of range; use 1-65535", key="endpoint"
+            )
+        if self.server_name is not None and not self.server_name:
+            raise ConfigError(
+                "server name is empty; leave it unset to use the host", key="endpoint"
+            )
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def tls_name(self) -> str:
+        """The name sent as SNI and checked against the server's certificate."""
+        return self.server_name or self.host
+
+    @classmethod
+    def parse(cls, text: str, *, server_name: str | None = None) -> Endpoint:
+        """``host:port`` or ``[v6-address]:port``."""
+        host, sep, port = text.strip().rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        elif ":" in host:
+            sep = ""  # a bare IPv6 address: the port is ambiguous
+        if not sep or not host or not port.isdigit():
+            raise ConfigError(
+                f"endpoint {text!r} is not HOST:PORT (write IPv6 addresses as [ADDR]:PORT)",
+                key="endpoint",
+            )
+        return cls(host=host, port=int(port), server_name=server_name)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForwarderConfig:
+    """How to reach the platform. ``ssl_context=None`` means plain TCP (explicit choice only;
+    warned about at start). Times are seconds."""
+
+    endpoints: tuple[Endpoint, ...]
+    ssl_context: ssl.SSLContext | None
+    framing: Framing = "newline"
+    # Bytes of spool data per write; large writes are what makes Python TLS fast.
+    batch_bytes: int = 256 << 10
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    # Consecutive failures on one endpoint before trying the next one.
+    failover_after: int = 3
+    # Covers TCP connect plus TLS handshake.
+    connect_timeout: float = 10.0
+    # While on a fallback endpoint, how often to try the first one again.
+    primary_retry_interval: float = 300.0
+    # Budget of a clean close: wait for acknowledgements, close_notify, the peer's EOF.
+    drain_timeout: float = 5.0
+    # Data outstanding and not one byte acknowledged for this long: the link is dead.
+    stall_timeout: float = 60.0
+    # How often the kernel is asked what has been acknowledged while data is outstanding.
+    ack_poll_interval: float = 0.01
+    # TLS 1.3 servers reject a client certificate only after the client's handshake is done.
+    # Nothing is committed on a new connection until the server's verdict is in: a session
+    # ticket, or this long without an alert. (Sending waits for the verdict only about as long
+    # as the handshake took, so a rejected certificate usually sends nothing at all.)
+    confirm_timeout: float = 1.0
+    # Identical connection failure lines are logged at most once per this interval.
+    log_interval: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not self.endpoints:
+            raise ConfigError("no endpoint configured; set at least one --endpoint HOST:PORT")
+        if self.framing not in FRAMINGS:
+            raise ConfigError(
+                f"framing {self.framing!r} is unknown; use newline or octet-counting",
+                key="framing",
+            )
+        if self.batch_bytes < 4096:
+            raise ConfigError(f"batch_bytes {self.batch_bytes} is below 4096", key="batch_bytes")
+        if self.failover_after < 1:
+            raise ConfigError("failover_after must be at least 1", key="failover_after")
+        if not 0 < self.backoff_initial <= self.backoff_max:
+            raise ConfigError(
+                f"backoff bounds {self.backoff_initial}..{self.backoff_max} are not "
+                f"0 < initial <= max",
+                key="backoff",
+            )
+        for name in (
+            "connect_timeout",
+            "primary_retry_interval",
+            "drain_timeout",
+            "stall_timeout",
+            "ack_poll_interval",
+            "confirm_timeout",
+            "log_interval",
+        ):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"{name} must be a positive number, got {value}", key=name)
+        context = self.ssl_context
+        if context is not None and context.minimum_version in (
+            ssl.TLSVersion.MINIMUM_SUPPORTED,
+            ssl.TLSVersion.SSLv3,
+            ssl.TLSVersion.TLSv1,
+            ssl.TLSVersion.TLSv1_1,
+        ):
+            raise ConfigError("the TLS context allows versions below TLS 1.2; the relay refuses")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForwarderStats:
+    """A snapshot for metrics and the periodic summary."""
+
+    # Lines the platform's TCP acknowledged and the spool cursor moved past.
+    lines_forwarded: int
+    bytes_acked: int
+    # Lines written to a socket, resends included.
+    lines_sent: int
+    # Connection attempts after the first one, failed or not.
+    reconnects: int
+    connection_failures: int
+    # Lines sent but not acknowledged when a connection ended; they are sent again and may
+    # reach the platform twice.
+    duplicates_resent: int
+    connected: bool
+    endpoint: str | None
+    last_error: str | None
+
+
+# --------------------------------------------------------------------------------------------
+# Pure helpers
+
+
+class _OctetPrefixes(dict[int, bytes]):
+    """``b"LEN "`` per line length, made once: lines of a site have few distinct lengths,
+    and a dict lookup inside ``map`` keeps framing out of per-line Python code."""
+
+    def __missing__(self, length: int) -> bytes:
+        prefix = b"%d " % length
+        if len(self) < 1 << 16:
+            self[length] = prefix
+        return prefix
+
+
+_OCTET_PREFIX = _OctetPrefixes()
+
+
+def frame_lines(lines: Sequence[bytes], framing: Framing) -> bytes:
+    """The wire bytes for ``lines`` (spool lines carry no framing)."""
+    if not lines:
+        return b""
+    if framing == "newline":
+        return b"\n".join(lines) + b"\n"
+    parts: list[bytes] = [b""] * (2 * len(lines))
+    parts[0::2] = map(_OCTET_PREFIX.__getitem__, map(len, lines))
+    parts[1::2] = lines
+    return b"".join(parts)
+
+
+def record_cuts(
+    data: bytes, lines: Sequence[bytes], framing: Framing, limit: int = TLS_RECORD_PAYLOAD
+) -> list[int]:
+    """End offsets that cut ``data`` (= ``frame_lines(lines, framing)``) into pieces of whole
+    lines, each at most ``limit`` bytes unless one line alone is longer.
+
+    The last cut is ``len(data)``.
+    """
+    total = len(data)
+    cuts: list[int] = []
+    start = 0
+    if framing == "newline":
+        # Lines never contain a newline, so the last newline inside the window ends a line;
+        # searching the joined bytes keeps this out of per-line Python code.
+        while start < total:
+            if total - start <= limit:
+                cuts.append(total)
+                break
+            nl = data.rfind(b"\n", start, start + limit)
+            end = nl + 1 if nl >= 0 else data.index(b"\n", start + limit) + 1
+            cuts.append(end)
+            start = end
+        return cuts
+    lengths = list(map(len, lines))
+    framed = map(add, lengths, map(len, map(_OCTET_PREFIX.__getitem__, lengths)))
+    ends = list(accumulate(framed))
+    while start < total:
+        fit = bisect_right(ends, start + limit)
+        end = ends[fit - 1] if fit and ends[fit - 1] > start else ends[bisect_right(ends, start)]
+        cuts.append(end)
+        start = end
+    return cuts
+
+
+def describe_tls_failure(exc: ssl.SSLError, endpoint: Endpoint) -> str:
+    """One sentence naming the endpoint, the cause, and what to check."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        code = exc.verify_code
+        detail = f"certificate verify failed: {exc.verify_message}"
+        if code in _UNTRUSTED_CODES:
+            hint = "check --ca (the CA bundle that signed the platform's certificate)"
+        elif code == _EXPIRED:
+            hint = (
+                "the server's certificate has expired; the platform must renew it "
+                "(or this machine's clock is wrong)"
+            )
+        elif code == _NOT_YET_VALID:
+            hint = "the server's certificate is not valid yet; check this machine's clock"
+        elif code in _NAME_MISMATCH_CODES:
+            hint = (
+                f"the certificate is not issued for {endpoint.tls_name!r}; "
+                f"check the endpoint host or --server-name"
+            )
+        else:
+            hint = "check --ca and the platform's certificate"
+        return f"TLS handshake with {endpoint} failed: {detail} — {hint}"
+    reason = exc.reason or ""
+    alert = reason.lower().replace("_", " ") if reason else str(exc)
+    if reason.endswith("CERTIFICATE_REQUIRED"):
+        detail = f"the server requires a client certificate ({alert})"
+        hint = "set --cert and --key to the certificate the platform issued"
+    elif reason in _REJECTED_CLIENT_CERT:
+        detail = f"the server rejected our client certificate ({alert})"
+        hint = "check --cert and --key against what the platform issued"
+    elif reason in _NOT_TLS:
+        detail = f"the endpoint does not speak TLS ({alert})"
+        hint = "check the port (is it a plain TCP syslog port?)"
+    elif reason in _NO_COMMON_PROTOCOL:
+        detail = f"no common TLS version or cipher ({alert})"
+        hint = "the relay requires TLS 1.2 or later; check the server's TLS settings"
+    else:
+        detail = alert
+        hint = "check --ca, --cert and --key"
+    return f"TLS handshake with {endpoint} failed: {detail} — {hint}"
+
+
+def _os_cause(exc: BaseException) -> str:
+    """The most specific readable reason inside trio's wrappers and exception groups."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        seen += 1
+        if isinstance(current, BaseExceptionGroup) and current.exceptions:
+            current = current.exceptions[0]
+            continue
+        if isinstance(current, OSError) and current.errno and current.errno > 0:
+            return os.strerror(current.errno).lower()
+        if isinstance(current, OSError) and current.strerror:
+            return current.strerror
+        if current.__cause__ is None:
+            break
+        current = current.__cause__
+    return str(exc) or type(exc).__name__
+
+
+class _Throttle:
+    """Lets the first line of a kind through, then one per interval, counting the others."""
+
+    _MAX_KEYS: Final = 256
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._seen: dict[str, tuple[float, int]] = {}
+
+    def admit(self, key: str, now: float) -> int | None:
+        """The number of suppressed lines since the last one if this one may be logged."""
+        last = self._seen.get(key)
+        if last is None or now - last[0] >= self._interval:
+            if len(self._seen) >= self._MAX_KEYS:
+                self._seen.clear()
+            self._seen[key] = (now, 0)
+            return 0 if last is None else last[1]
+        self._seen[key] = (last[0], last[1] + 1)
+        return None
+
+
+def _unacknowledged(fd: int) -> int:
+    raw = fcntl.ioctl(fd, _SIOCOUTQ, b"\0\0\0\0")
+    return int.from_bytes(raw, sys.byteorder, signed=True)
+
+
+# --------------------------------------------------------------------------------------------
+# One connection
+
+
+class _Link:
+    """A TCP connection to one endpoint, with TLS when configured; counts raw bytes written."""
+
+    def __init__(self, endpoint: Endpoint, index: int, stream: trio.SocketStream) -> None:
+        self.endpoint = endpoint
+        self.index = index  # position in the configured priority order
+        self._name = str(endpoint)
+        self._stream = stream
+        self._fd = stream.socket.fileno()
+        self._tls: ssl.SSLObject | None = None
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        # Raw bytes handed to the kernel (ciphertext with TLS), handshake included.
+        self.written = 0
+        # A write was interrupted: its end state is unknown and the TLS byte stream may hold a
+        # partial record, so no close_notify may follow.
+        self.torn = False
+        # The peer closed its sending side.
+        self.eof = False
+        # Whether the server has accepted us (see _confirm), and until when to wait for an
+        # alert saying otherwise.
+        self._accepted = True
+        self._verdict_due = 0.0
+        self._ticket = trio.Event()  # set whenever the peer's records were processed
+
+    @classmethod
+    async def open(
+        cls,
+        endpoint: Endpoint,
+        index: int,
+        context: ssl.SSLContext | None,
+        *,
+        connect_timeout: float,
+        confirm_timeout: float,
+    ) -> _Link:
+        """Connect, handshake and (TLS 1.3) wait for the server's verdict; EndpointError."""
+        name = str(endpoint)
+        try:
+            with trio.fail_after(connect_timeout):
+                stream = await trio.open_tcp_stream(endpoint.host, endpoint.port)
+        except trio.TooSlowError:
+            raise EndpointError(
+                name, f"cannot connect to {name}: no answer within {connect_timeout:g} s"
+            ) from None
+        except OSError as exc:
+            raise EndpointError(name, f"cannot connect to {name}: {_os_cause(exc)}") from exc
+        link = cls(endpoint, index, stream)
+        try:
+            if context is not None:
+                link._tls = context.wrap_bio(
+                    link._incoming, link._outgoing, server_hostname=endpoint.tls_name
+                )
+                began = trio.current_time()
+                try:
+                    with trio.fail_after(connect_timeout):
+                        await link._handshake()
+                except trio.TooSlowError:
+                    raise EndpointError(
+                        name,
+                        f"TLS handshake with {name} failed: no answer within "
+                        f"{connect_timeout:g} s — is the endpoint a TLS syslog port?",
+                    ) from None
+                # The verdict takes about one round trip plus the server's certificate check,
+                # as the handshake did; wait that long (not less than 50 ms) before sending.
+                took = trio.current_time() - began
+                link._verdict_due = trio.current_time() + confirm_timeout
+                with trio.move_on_after(min(confirm_timeout, max(0.05, 2 * took))):
+                    await link._confirm()
+        except BaseException:
+            stream.socket.close()
+            raise
+        return link
+
+    def describe(self) -> str:
+        if self._tls is None:
+            return "plain TCP"
+        cipher = self._tls.cipher()
+        return f"{self._tls.version()}, {cipher[0] if cipher else 'no cipher'}"
+
+    async def _send_raw(self, data: bytes | bytearray | memoryview) -> None:
+        self.torn = True
+        try:
+            await self._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise EndpointError(
+                self._name, f"sending to {self._name} failed: {_os_cause(exc)}"
+            ) from exc
+        self.written += len(data)
+        self.torn = False
+
+    async def _flush(self) -> None:
+        pending = self._outgoing.read()
+        if pending:
+            await self._send_raw(pending)
+
+    async def _feed(self) -> None:
+        """Receive once; the bytes go to the TLS layer (or nowhere for plain TCP)."""
+        try:
+            data = await self._stream.receive_some(_RECEIVE_BYTES)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise EndpointError(
+                self._name, f"connection to {self._name} broke: {_os_cause(exc)}"
+            ) from exc
+        if not data:
+            self.eof = True
+            raise EndpointError(self._name, f"{self._name} closed the connection")
+        if self._tls is not None:
+            self._incoming.write(data)
+
+    async def _handshake(self) -> None:
+        tls = self._tls
+        assert tls is not None
+        while True:
+            try:
+                tls.do_handshake()
+            except ssl.SSLWantReadError:
+                await self._flush()
+                try:
+                    await self._feed()
+                except EndpointError as exc:
+                    raise EndpointError(
+                        self._name,
+                        f"TLS handshake with {self._name} failed: the server closed the "
+                        f"connection — check --cert, --key and the server's TLS settings",
+                    ) from exc
+                continue
+            except ssl.SSLError as exc:
+                # The alert OpenSSL queued tells the server why; it is a courtesy only.
+                with trio.move_on_after(0.5), contextlib.suppress(*_LINK_ERRORS):
+                    await self._flush()
+                raise EndpointError(self._name, describe_tls_failure(exc, self.endpoint)) from exc
+            await self._flush()
+            return
+
+    async def _confirm(self) -> None:
+        """TLS 1.3: wait for a session ticket, the sign that the server accepted us.
+
+        A server that rejects our client certificate says so only after our side of the
+        handshake has finished; data sent before its alert arrives would be acknowledged by
+        its TCP and thrown away by its TLS layer. The caller bounds the wait: servers that
+        send no tickets cost that much per connection.
+        """
+        tls = self._tls
+        if tls is None or tls.version() != "TLSv1.3":
+            return
+        self._accepted = False
+        while not self.accepted():
+            try:
+                await self._feed()
+            except EndpointError as exc:
+                raise EndpointError(
+                    self._name,
+                    f"TLS handshake with {self._name} failed: the server closed the "
+                    f"connection right after the handshake, so it requires a client "
+                    f"certificate or rejected ours — check --cert and --key",
+                ) from exc
+            self.absorb()
+
+    def accepted(self) -> bool:
+        """Whether data acknowledged on this connection may be committed: plain TCP and
+        TLS 1.2 (the server's Finished came after its check of our certificate) at once;
+        TLS 1.3 once the server sent a session ticket, or stayed silent until the verdict
+        was due."""
+        if self._accepted:
+            return True
+        tls = self._tls
+        session = tls.session if tls is not None else None
+        if (session is not None and session.has_ticket) or trio.current_time() >= self._verdict_due:
+            self._accepted = True
+        return self._accepted
+
+    async def wait_accepted(self) -> None:
+        """Return once :meth:`accepted` is true (an alert ends the session meanwhile)."""
+        with trio.move_on_at(self._verdict_due):
+            while not self.accepted():
+                await self._ticket.wait()
+        self._accepted = True
+
+    def absorb(self) -> None:
+        """Process what the peer sent: tickets, alerts, close_notify. Application data (a
+        syslog receiver sends none) is discarded."""
+        tls = self._tls
+        if tls is None:
+            return
+        if not self._accepted:
+            # Perhaps a session ticket: wake wait_accepted() to look.
+            self._ticket.set()
+            self._ticket = trio.Event()
+        while True:
+            try:
+                if not tls.read(_RECEIVE_BYTES):
+                    return
+            except ssl.SSLWantReadError:
+                return
+            except ssl.SSLZeroReturnError:
+                self.eof = True
+                raise EndpointError(self._name, f"{self._name} closed the TLS session") from None
+            except ssl.SSLError as exc:
+                raise EndpointError(self._name, describe_tls_failure(exc, self.endpoint)) from exc
+
+    async def receive_until_closed(self) -> None:
+        """Read until the peer closes or the connection breaks; always ends in EndpointError."""
+        while True:
+            await self._feed()
+            self.absorb()
+
+    async def send(self, data: bytes, cuts: Sequence[int]) -> None:
+        """Write ``data``; with TLS, one record per piece ending at each of ``cuts``."""
+        tls = self._tls
+        if tls is None:
+            await self._send_raw(data)
+            return
+        view = memoryview(data)
+        write = tls.write
+        start = 0
+        try:
+            for end in cuts:
+                write(view[start:end])
+                start = end
+        except ssl.SSLError as exc:
+            raise EndpointError(self._name, describe_tls_failure(exc, self.endpoint)) from exc
+        await self._send_raw(self._outgoing.read())
+
+    def acknowledged(self) -> int:
+        """Raw bytes written that the peer's TCP has acknowledged.
+
+        Raises once the connection has been reset: a peer that resets discards what it had
+        acknowledged and not yet read, so nothing acknowledged before the reset but not yet
+        committed is committed after it (it is sent again instead).
+        """
+        try:
+            state = self._stream.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)
+            if state[0] == _TCP_CLOSE:
+                raise EndpointError(self._name, f"connection to {self._name} was reset")
+            return self.written - _unacknowledged(self._fd)
+        except OSError as exc:
+            raise EndpointError(self._name, f"cannot query the socket: {_os_cause(exc)}") from exc
+
+    async def close(self) -> None:
+        """Close without provoking RST: close_notify, FIN, read until the peer's EOF, close.
+
+        The caller bounds the time; the socket is closed however this ends.
+        """
+        try:
+            with contextlib.suppress(*_LINK_ERRORS):
+                if self._tls is not None and not self.torn and not self.eof:
+                    try:
+                        self._tls.unwrap()
+                    except ssl.SSLWantReadError:
+                        pass  # close_notify is queued; we do not wait for the peer's.
+                    except ssl.SSLError:
+                        pass
+                    await self._flush()
+                # Even after a torn write: FIN, not RST, so the peer keeps what it has.
+                self._stream.socket.shutdown(socket.SHUT_WR)
+                while not self.eof:
+                    # Discarding what arrives keeps our receive queue empty, so the final
+                    # close sends FIN rather than RST.
+                    data = await self._stream.receive_some(_RECEIVE_BYTES)
+                    if not data:
+                        self.eof = True
+        finally:
+            self._stream.socket.close()
+
+    def abort(self) -> None:
+        self._stream.socket.close()
+
+
+# What a dying connection raises while it is being closed; swallowed there.
+_LINK_ERRORS: Final = (EndpointError, OSError, trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+# --------------------------------------------------------------------------------------------
+# The service
+
+
+class _Flight(NamedTuple):
+    """A batch written to the current connection and not yet acknowledged."""
+
+    raw_end: int  # link.written once the batch was handed to the kernel
+    end: Position  # spool position after the batch's last line
+    lines: int
+    wire_bytes: int
+
+
+class Forwarder:
+    """Sends the spool's lines to the first reachable endpoint, at least once.
+
+    ``run`` is the service; the spool cursor moves only past acknowledged bytes, so a crash
+    of the relay, a broken link or a platform restart make lines arrive again rather than
+    vanish.
+    """
+
+    def __init__(
+        self, spool: Spool, config: ForwarderConfig, *, rng: random.Random | None = None
+    ) -> None:
+        self._spool = spool
+        self._config = config
+        self._rng = rng if rng is not None else random.Random()
+        self._retry = RetryState()
+        self._throttle = _Throttle(config.log_interval)
+        self._inflight: deque[_Flight] = deque()
+        self._sending_lines = 0
+        self._link: _Link | None = None
+        self._next_link: _Link | None = None
+        self._switching = False
+        self._idle_scope: trio.CancelScope | None = None
+        self._outstanding = trio.Event()
+        self._committed = trio.Event()
+        self._session_good = False
+        self._acked_raw = 0
+        self._acked_at = 0.0
+        self._lines_forwarded = 0
+        self._bytes_acked = 0
+        self._lines_sent = 0
+        self._attempts = 0
+        self._failures = 0
+        self._duplicates = 0
+        self._last_error: str | None = None
+
+    # -- public -------------------------------------------------------------------------------
+
+    def statistics(self) -> ForwarderStats:
+        link = self._link
+        return ForwarderStats(
+            lines_forwarded=self._lines_forwarded,
+            bytes_acked=self._bytes_acked,
+            lines_sent=self._lines_sent,
+            reconnects=max(0, self._attempts - 1),
+            connection_failures=self._failures,
+            duplicates_resent=self._duplicates,
+            connected=link is not None,
+            endpoint=str(link.endpoint) if link is not None else None,
+            last_error=self._last_error,
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Forward until cancelled; on cancellation close the connection cleanly."""
+        self._warn_if_insecure()
+        task_status.started()
+        try:
+            await self._forward_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._shutdown()
+
+    async def drain(self, *, timeout: float) -> bool:  # noqa: ASYNC109 - the service's API
+        """Wait until everything in the spool now has been acknowledged; False on timeout.
+
+        For SIGTERM: the service calls this before cancelling ``run``.
+        """
+        target = self._spool.head
+        with trio.move_on_after(timeout):
+            while self._spool.cursor < target:
+                await self._committed.wait()
+            return True
+        return False
+
+    # -- connection management ----------------------------------------------------------------
+
+    def _warn_if_insecure(self) -> None:
+        context = self._config.ssl_context
+        if context is None:
+            logger.warning(
+                "forwarding over plain TCP without TLS, as configured: flow data crosses the "
+                "network unencrypted and the endpoint is not authenticated",
+                extra={"event": "forward_plaintext"},
+            )
+        elif context.verify_mode == ssl.CERT_NONE:
+            logger.warning(
+                "TLS server verification is OFF: any server, including an attacker's, "
+                "receives the flow data",
+                extra={"event": "forward_verification_disabled"},
+            )
+
+    async def _forward_forever(self) -> None:
+        config = self._config
+        first = True
+        while True:
+            link, self._next_link = self._next_link, None
+            if link is not None:
+                self._retry = back_to_primary()
+            else:
+                if not first:
+                    await trio.sleep(
+                        reconnect_delay(
+                            self._retry,
+                            initial=config.backoff_initial,
+                            maximum=config.backoff_max,
+                            rng=self._rng,
+                        )
+                    )
+                first = False
+                link = await self._connect(self._retry.endpoint)
+                if link is None:
+                    self._retry = after_failure(
+                        self._retry,
+                        endpoints=len(config.endpoints),
+                        failover_after=config.failover_after,
+                    )
+                    continue
+            await self._session(link)
+
+    async def _connect(self, index: int) -> _Link | None:
+        endpoint = self._config.endpoints[index]
+        self._attempts += 1
+        try:
+            link = await _Link.open(
+                endpoint,
+                index,
+                self._config.ssl_context,
+                connect_timeout=self._config.connect_timeout,
+                confirm_timeout=self._config.confirm_timeout,
+            )
+        except EndpointError as exc:
+            self._failures += 1
+            self._report(exc.cause, event="forward_connect_failed", endpoint=endpoint)
+            return None
+        logger.info(
+            "connected to %s (%s)",
+            endpoint,
+            link.describe(),
+            extra={"event": "forward_connected", "endpoint": str(endpoint)},
+        )
+        return link
+
+    def _report(self, message: str, *, event: str, endpoint: Endpoint) -> None:
+        self._last_error = message
+        suppressed = self._throttle.admit(message, trio.current_time())
+        if suppressed is None:
+            return
+        if suppressed:
+            message = f"{message} ({suppressed} more like this since the last report)"
+        logger.warning(message, extra={"event": event, "endpoint": str(endpoint)})
+
+    async def _session(self, link: _Link) -> None:
+        """Forward over ``link`` until it breaks or a switch to the first endpoint is due."""
+        config = self._config
+        self._link = link
+        self._switching = False
+        self._session_good = False
+        self._inflight.clear()
+        self._acked_raw = link.written
+        self._acked_at = trio.current_time()
+        started = trio.current_time()
+        failures: list[EndpointError] = []
+        async with trio.open_nursery() as nursery:
+            scope = nursery.cancel_scope
+            nursery.start_soon(self._guarded, link.receive_until_closed, scope, failures)
+            nursery.start_soon(self._guarded, lambda: self._acknowledge_loop(link), scope, failures)
+            nursery.start_soon(self._guarded, lambda: self._send_loop(link), scope, failures)
+            if link.index > 0:
+                nursery.start_soon(self._return_to_primary)
+        try:
+            if failures:
+                cause = failures[0].cause
+                self._failures += 1
+                self._report(cause, event="forward_connection_lost", endpoint=link.endpoint)
+                good = self._session_good or trio.current_time() - started >= config.backoff_max
+                if link.eof and not link.torn:
+                    # The peer closed its side; it may still be reading what we sent (a
+                    # graceful stop), and every byte it acknowledges now is not resent.
+                    await self._settle(link)
+                self._retry = (
+                    after_success(self._retry)
+                    if good
+                    else after_failure(
+                        self._retry,
+                        endpoints=len(config.endpoints),
+                        failover_after=config.failover_after,
+                    )
+                )
+            else:
+                # The first endpoint answered again: settle here, then switch.
+                await self._settle(link)
+                logger.info(
+                    "returning from %s to the first endpoint %s",
+                    link.endpoint,
+                    config.endpoints[0],
+                    extra={"event": "forward_primary_return"},
+                )
+            self._count_unacknowledged()
+            with trio.move_on_after(config.drain_timeout):
+                await link.close()
+        finally:
+            link.abort()
+            self._link = None
+
+    @staticmethod
+    async def _guarded(
+        work: Callable[[], Awaitable[None]],
+        scope: trio.CancelScope,
+        failures: list[EndpointError],
+    ) -> None:
+        """Any task of a session ending ends the session; an EndpointError says why."""
+        try:
+            await work()
+        except EndpointError as exc:
+            failures.append(exc)
+        finally:
+            scope.cancel()
+
+    async def _return_to_primary(self) -> None:
+        """While on a fallback endpoint, periodically connect to the first one; on success,
+        ask the sender to stop after its current batch so the session can switch."""
+        while True:
+            await trio.sleep(self._config.primary_retry_interval)
+            link = await self._connect(0)
+            if link is None:
+                continue
+            self._next_link = link
+            self._switching = True
+            if self._idle_scope is not None:
+                self._idle_scope.cancel()
+            return
+
+    async def _shutdown(self) -> None:
+        """Cancelled: close the current connection cleanly within the drain budget."""
+        for link in (self._link, self._next_link):
+            if link is None:
+                continue
+            if link is self._link:
+                await self._settle(link)
+                self._count_unacknowledged()
+            with trio.move_on_after(self._config.drain_timeout):
+                await link.close()
+        self._link = self._next_link = None
+
+    # -- sending and acknowledgements ---------------------------------------------------------
+
+    async def _send_loop(self, link: _Link) -> None:
+        spool = self._spool
+        config = self._config
+        framing = config.framing
+        tls = config.ssl_context is not None
+        position: Position = spool.cursor
+        # Before the server's verdict on our certificate nothing can be committed; sending on
+        # regardless would only grow what a rejection makes us send again.
+        unverified = link.written + _BATCHES_BEFORE_VERDICT * config.batch_bytes
+        while not self._switching:
+            if link.written >= unverified and not link.accepted():
+                await link.wait_accepted()
+            batch = spool.read(position, config.batch_bytes)
+            lines = batch.lines
+            if not lines:
+                with trio.CancelScope() as self._idle_scope:
+                    await spool.wait_readable(position)
+                self._idle_scope = None
+                continue
+            data = frame_lines(lines, framing)
+            cuts = record_cuts(data, lines, framing) if tls else ()
+            self._sending_lines = len(lines)
+            await link.send(data, cuts)
+            self._sending_lines = 0
+            self._lines_sent += len(lines)
+            if not self._inflight:
+                self._acked_at = trio.current_time()  # the stall clock starts now
+            self._inflight.append(_Flight(link.written, batch.end, len(lines), len(data)))
+            self._outstanding.set()
+            position = batch.end
+            self._reap(link)
+
+    async def _acknowledge_loop(self, link: _Link) -> None:
+        config = self._config
+        while True:
+            if not self._inflight:
+                self._outstanding = trio.Event()
+                await self._outstanding.wait()
+            await trio.sleep(config.ack_poll_interval)
+            self._reap(link)
+            if self._inflight and trio.current_time() - self._acked_at > config.stall_timeout:
+                raise EndpointError(
+                    str(link.endpoint),
+                    f"{link.endpoint} acknowledged nothing for {config.stall_timeout:g} s",
+                )
+
+    def _reap(self, link: _Link) -> None:
+        """Commit every batch whose last byte the peer's TCP has acknowledged."""
+        inflight = self._inflight
+        if not inflight:
+            return
+        acked = link.acknowledged()
+        if acked > self._acked_raw:
+            self._acked_raw = acked
+            self._acked_at = trio.current_time()
+        if inflight[0].raw_end > acked or not link.accepted():
+            return
+        lines = wire = 0
+        end = inflight[0].end
+        while inflight and inflight[0].raw_end <= acked:
+            flight = inflight.popleft()
+            lines += flight.lines
+            wire += flight.wire_bytes
+            end = flight.end
+        self._spool.commit(end)
+        self._lines_forwarded += lines
+        self._bytes_acked += wire
+        self._session_good = True
+        self._committed.set()
+        self._committed = trio.Event()
+
+    async def _settle(self, link: _Link) -> None:
+        """Before a clean close: wait (bounded) until everything written is acknowledged."""
+        with trio.move_on_after(self._config.drain_timeout), contextlib.suppress(*_LINK_ERRORS):
+            while self._inflight:
+                self._reap(link)
+                if self._inflight:
+                    await trio.sleep(self._config.ack_poll_interval)
+
+    def _count_unacknowledged(self) -> None:
+        """Lines that were sent and not acknowledged go again on the next connection."""
+        pending = sum(flight.lines for flight in self._inflight) + self._sending_lines
+        self._duplicates += pending
+        self._inflight.clear()
+        self._sending_lines = 0

@@ -856,10 +856,9 @@ class Forwarder:
                 self._failures += 1
                 self._report(cause, event="forward_connection_lost", endpoint=link.endpoint)
                 good = self._session_good or trio.current_time() - started >= config.backoff_max
-                if link.eof and not link.torn:
-                    # The peer closed its side; it may still be reading what we sent (a
-                    # graceful stop), and every byte it acknowledges now is not resent.
-                    await self._settle(link)
+                # If the peer only closed its side, it may still be reading what we sent (a
+                # graceful stop), and every byte it acknowledges now is not sent again.
+                settle = link.eof
                 self._retry = (
                     after_success(self._retry)
                     if good
@@ -871,16 +870,14 @@ class Forwarder:
                 )
             else:
                 # The first endpoint answered again: settle here, then switch.
-                await self._settle(link)
+                settle = True
                 logger.info(
                     "returning from %s to the first endpoint %s",
                     link.endpoint,
                     config.endpoints[0],
                     extra={"event": "forward_primary_return"},
                 )
-            self._count_unacknowledged()
-            with trio.move_on_after(config.drain_timeout):
-                await link.close()
+            await self._close(link, settle=settle)
         finally:
             link.abort()
             self._link = None
@@ -918,11 +915,7 @@ class Forwarder:
         for link in (self._link, self._next_link):
             if link is None:
                 continue
-            if link is self._link:
-                await self._settle(link)
-                self._count_unacknowledged()
-            with trio.move_on_after(self._config.drain_timeout):
-                await link.close()
+            await self._close(link, settle=link is self._link)
         self._link = self._next_link = None
 
     # -- sending and acknowledgements ---------------------------------------------------------
@@ -998,9 +991,21 @@ class Forwarder:
         self._committed.set()
         self._committed = trio.Event()
 
+    async def _close(self, link: _Link, *, settle: bool) -> None:
+        """Close ``link`` within one drain_timeout: the first half for acknowledgements
+        (``settle``), the rest for close_notify and the peer's EOF."""
+        budget = self._config.drain_timeout
+        deadline = trio.current_time() + budget
+        if settle:
+            with trio.move_on_at(deadline - budget / 2):
+                await self._settle(link)
+        self._count_unacknowledged()
+        with trio.move_on_at(deadline):
+            await link.close()
+
     async def _settle(self, link: _Link) -> None:
-        """Before a clean close: wait (bounded) until everything written is acknowledged."""
-        with trio.move_on_after(self._config.drain_timeout), contextlib.suppress(*_LINK_ERRORS):
+        """Before a clean close: wait until everything written is acknowledged."""
+        with contextlib.suppress(*_LINK_ERRORS):
             while self._inflight:
                 self._reap(link)
                 if self._inflight:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import zlib
@@ -14,6 +16,7 @@ import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from relay.errors import SpoolError
 from relay.spool import Batch, FsyncPolicy, Overflow, Position, Spool, SpoolStats, codec
@@ -714,3 +717,114 @@ def test_sizes_too_small_to_work_are_refused(tmp_path: Path) -> None:
         Spool.open(tmp_path, max_bytes=100)
     with pytest.raises(ValueError, match="segment_bytes"):
         Spool.open(tmp_path, segment_bytes=10)
+
+
+class SpoolModel(RuleBasedStateMachine):
+    """Random appends, reads, commits, reopens and crashes against a list of lines.
+
+    The model is every accepted line in order and how many of them are behind the cursor
+    (committed or dropped). After every step the spool must hold exactly the rest, in order,
+    and its statistics must say so.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.directory = Path(tempfile.mkdtemp(prefix="spool-model-"))
+        self.options: dict[str, object] = {}
+        self.spool: Spool | None = None
+        self.accepted: list[bytes] = []
+        self.taken = 0
+        self.serial = 0
+        self.dropped_seen = 0  # lines_dropped_oldest of the current spool object
+
+    @initialize(
+        overflow=st.sampled_from(list(Overflow)),
+        max_bytes=st.integers(4096, 16384),
+        segment_bytes=st.integers(512, 2048),
+    )
+    def open(self, overflow: Overflow, max_bytes: int, segment_bytes: int) -> None:
+        self.options = {
+            "overflow": overflow,
+            "max_bytes": max_bytes,
+            "segment_bytes": segment_bytes,
+        }
+        self.spool = Spool.open(self.directory, **self.options)  # type: ignore[arg-type]
+
+    @property
+    def live(self) -> Spool:
+        assert self.spool is not None
+        return self.spool
+
+    @rule(count=st.integers(1, 25), size=st.integers(0, 150))
+    def append(self, count: int, size: int) -> None:
+        lines = [(b"%07d|" % (self.serial + i)).ljust(size, b".") for i in range(count)]
+        self.serial += count
+        accepted = self.live.append(lines)
+        if self.options["overflow"] is Overflow.DROP_OLDEST:
+            assert accepted == count
+        self.accepted += lines[:accepted]
+        dropped = self.live.statistics().lines_dropped_oldest
+        self.taken += dropped - self.dropped_seen
+        self.dropped_seen = dropped
+
+    @rule(count=st.integers(0, 60), max_bytes=st.integers(1, 3000))
+    def read_and_commit(self, count: int, max_bytes: int) -> None:
+        count = min(count, len(self.accepted) - self.taken)
+        position = self.live.cursor
+        left = count
+        for _ in range(1000):
+            if not left:
+                break
+            batch = self.live.read(position, max_bytes)
+            take = min(left, len(batch.lines))
+            assert batch.lines[:take] == self.accepted[self.taken + count - left :][:take]
+            position = batch.position_after(take)
+            left -= take
+        self.live.commit(position)
+        self.taken += count
+
+    def _reopen(self) -> int:
+        """Open again; the lines dropped on open (only if over the cap) count as taken."""
+        self.spool = Spool.open(self.directory, **self.options)  # type: ignore[arg-type]
+        self.dropped_seen = self.live.statistics().lines_dropped_oldest
+        return self.dropped_seen
+
+    @rule()
+    def reopen(self) -> None:
+        self.live.close()
+        self.taken += self._reopen()
+
+    @rule()
+    def crash(self) -> None:
+        """Die without closing: no seal, the cursor file as it was last written."""
+        self.live._close_fds()
+        dropped = self._reopen()
+        # At least once: the cursor may fall back (resend), never forward (loss).
+        pending = self.live.statistics().pending_lines
+        assert len(self.accepted) - pending - dropped <= self.taken
+        self.taken = len(self.accepted) - pending
+
+    @rule()
+    def sync(self) -> None:
+        self.live.sync()
+
+    @invariant()
+    def holds_exactly_the_untaken_lines(self) -> None:
+        if self.spool is None:
+            return
+        stats = self.spool.statistics()
+        expected = self.accepted[self.taken :]
+        assert read_all(self.spool, max_bytes=2048) == expected
+        assert stats.pending_lines == len(expected)
+        assert stats.pending_bytes == sum(map(len, expected))
+        assert stats.disk_bytes <= stats.max_bytes
+        assert (stats.corrupt_frames, stats.torn_tails, stats.lines_lost_corrupt) == (0, 0, 0)
+
+    def teardown(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+SpoolModel.TestCase.settings = settings(max_examples=25, stateful_step_count=30, deadline=None)
+test_spool_against_a_model = SpoolModel.TestCase

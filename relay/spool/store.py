@@ -314,6 +314,10 @@ class Spool:
         last = max([cursor_segment, *ids], default=0)
         self._start_active(last + 1)
         self._normalize_cursor()
+        if self._overflow is Overflow.DROP_OLDEST:
+            # Over the cap on open (it was lowered): make room now, counted like any drop.
+            while self._disk_bytes > self._max_bytes and self._drop_oldest():
+                pass
         logger.info(
             "spool opened",
             extra={
@@ -355,6 +359,10 @@ class Spool:
                 seal = codec.decode_seal(os.pread(fd, SEAL_SIZE, size - SEAL_SIZE), segment)
                 data_end = size - SEAL_SIZE
                 if seal is not None and seal.lines * FRAME_HEADER_SIZE <= data_end:
+                    if seal.lines == 0:
+                        os.unlink(path)  # nothing in it: keeping it would only use space
+                        self._dir_dirty = True
+                        return None
                     return _Segment(segment, data_end, seal.lines, sealed=True), None
             # Unsealed: read it all. When the cursor is in it, first up to the cursor, so the
             # cursor's line index is counted, not trusted.
@@ -385,6 +393,12 @@ class Spool:
                     },
                 )
                 os.ftruncate(fd, end)
+            if count == 0:
+                # The active segment of a relay that died before writing to it (or whose
+                # only lines were torn): delete it, so that restarts do not eat the cap.
+                os.unlink(path)
+                self._dir_dirty = True
+                return None
             os.pwrite(fd, codec.encode_seal(segment, count), end)
             os.fdatasync(fd)
             if boundary is not None and boundary[0] > end:
@@ -448,7 +462,7 @@ class Spool:
         active = self._segments[-1]
         if (
             active.data_end + size <= self._segment_limit
-            and self._disk_bytes + size + SEAL_SIZE <= self._max_bytes
+            and self._disk_bytes + size + _RESERVE <= self._max_bytes
         ):
             # The common case, kept short: it runs for every datagram's worth of lines.
             try:
@@ -510,7 +524,7 @@ class Spool:
                         active.data_end + frame_bytes + len(frame) > self._segment_limit
                     )
                     need = len(frame) + (FILE_HEADER_SIZE + SEAL_SIZE if rotate else 0)
-                    fits = self._disk_bytes + frame_bytes + SEAL_SIZE + need <= self._max_bytes
+                    fits = self._disk_bytes + frame_bytes + need + _RESERVE <= self._max_bytes
                     if fits or self._overflow is not Overflow.DROP_OLDEST:
                         break
                     flush()
@@ -1031,6 +1045,9 @@ class Spool:
 
 
 _MIN_SEGMENT = FILE_HEADER_SIZE + SEAL_SIZE + 64
+# Room kept free under the cap: the active segment's seal, plus the header and seal of one
+# more segment, which a restart creates (it never appends to a segment it did not create).
+_RESERVE = SEAL_SIZE + FILE_HEADER_SIZE + SEAL_SIZE
 _MIN_MAX_BYTES = 4 * _MIN_SEGMENT
 
 

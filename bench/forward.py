@@ -1,7 +1,8 @@
 """Forwarding throughput: spool -> TLS -> receiver on loopback, 400-byte lines.
 
     python bench/forward.py [--lines N] [--size BYTES] [--target sink|rsyslog|both]
-                            [--framing newline|octet-counting] [--profile FILE]
+                            [--framing newline|octet-counting] [--driver ossl|gtls]
+                            [--profile FILE]
 
 The spool is filled first (not timed), then one Forwarder sends it over mutual TLS to
 
@@ -148,7 +149,7 @@ async def bench_rsyslog(
 ) -> None:
     spool = fill_spool(directory / "spool-rsyslog", args.lines, args.size)
     # Only the raw file: measure the transport, not rsyslog's parser.
-    platform = Rsyslog(directory / "rsyslog", server, mutual=True, parse=False)
+    platform = Rsyslog(directory / "rsyslog", server, mutual=True, parse=False, driver=args.driver)
     await platform.start_async()
     expected = args.lines * (args.size + 1)
     received = trio.Event()
@@ -204,6 +205,7 @@ if __name__ == "__main__":
     parser.add_argument("--size", type=int, default=400)
     parser.add_argument("--target", choices=("sink", "rsyslog", "both"), default="both")
     parser.add_argument("--framing", choices=("newline", "octet-counting"), default="newline")
+    parser.add_argument("--driver", choices=("ossl", "gtls"), help="rsyslog's TLS driver")
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the run")
     arguments = parser.parse_args()
     if arguments.profile:

@@ -24,6 +24,12 @@ Rules that make "nothing accepted is lost" true:
   send garbage. The lines lost that way are counted (lines_lost_corrupt) and reading goes on
   with the next segment.
 
+The cap (max_bytes) bounds the size of all segment files together; 64 bytes of it stay free
+for the seals and header a rotation or restart writes. When it is reached, drop-oldest deletes
+the oldest whole segment (its untaken lines counted as dropped) and drop-newest refuses the
+lines that do not fit (counted). A full file system before the cap is handled the same way and
+counted separately (lines_dropped_no_space).
+
 Threads: everything runs on the trio thread except sync(), which may run in a worker thread
 (trio.to_thread.run_sync). The state sync() touches (dirty file descriptors, the directory
 flag, the cursor file) is guarded by locks held only for a few instructions, so the trio thread

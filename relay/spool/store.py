@@ -59,6 +59,7 @@ import trio
 from relay.errors import SpoolError
 from relay.spool import codec
 from relay.spool.codec import FILE_HEADER_SIZE, FRAME_HEADER_SIZE, SEAL_SIZE, Stop
+from relay.spool.recent import RecentWrites
 
 __all__ = ["Batch", "FsyncPolicy", "Overflow", "Position", "Spool", "SpoolStats"]
 
@@ -66,6 +67,8 @@ logger = logging.getLogger(__name__)
 
 CURSOR_INTERVAL = 0.15
 """Seconds between cursor file writes on commit (a crash resends at most this much)."""
+RECENT_BYTES = 8 << 20
+"""Payload bytes of the latest appends kept in memory for read() (relay/spool/recent.py)."""
 
 _SEGMENT_RE = re.compile(r"(\d{1,19})\.seg")
 _SCAN_CHUNK = 1 << 20
@@ -189,6 +192,7 @@ class Spool:
         clock: Callable[[], float],
         lock_fd: int,
         dir_fd: int,
+        recent_bytes: int,
     ) -> None:
         self._dir = directory
         self._max_bytes = max_bytes
@@ -226,6 +230,7 @@ class Spool:
         self._last_drop_log = -_LOG_EVERY
 
         self._readable: trio.Event | None = None
+        self._recent = RecentWrites(recent_bytes)
 
         # sync() runs in a worker thread. _lock guards the descriptors it fsyncs;
         # _sync_lock makes syncs run one after another, so a sync that returns has covered
@@ -252,6 +257,7 @@ class Spool:
         overflow: Overflow = Overflow.DROP_OLDEST,
         fsync: FsyncPolicy = FsyncPolicy.INTERVAL,
         clock: Callable[[], float] = time.monotonic,
+        recent_bytes: int = RECENT_BYTES,
     ) -> Spool:
         """Open (creating if needed) the spool in ``directory`` and recover it after a crash."""
         if max_bytes < _MIN_MAX_BYTES:
@@ -274,6 +280,7 @@ class Spool:
             clock=clock,
             lock_fd=lock_fd,
             dir_fd=dir_fd,
+            recent_bytes=recent_bytes,
         )
         try:
             spool._recover()
@@ -472,7 +479,7 @@ class Spool:
         ):
             # The common case, kept short: it runs for every datagram's worth of lines.
             try:
-                self._write_active(data, count, size - FRAME_HEADER_SIZE * count)
+                self._write_active(data, lines, size - FRAME_HEADER_SIZE * count)
                 accepted = count
             except OSError as exc:
                 accepted = self._after_write_error(exc, lines, retry=True)
@@ -490,8 +497,10 @@ class Spool:
             await trio.to_thread.run_sync(self.sync)
         return accepted
 
-    def _write_active(self, data: bytes, count: int, nbytes: int) -> None:
+    def _write_active(self, data: bytes, lines: Sequence[bytes], nbytes: int) -> None:
+        """Write the frames ``data`` of ``lines`` (payload ``nbytes``) to the active segment."""
         active = self._segments[-1]
+        count = len(lines)
         try:
             _write_all(self._wfd, data)
         except OSError:
@@ -499,6 +508,14 @@ class Spool:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._wfd, active.data_end)
             raise
+        self._recent.add(
+            segment=active.id,
+            offset=active.data_end,
+            index=active.lines,
+            end=active.data_end + len(data),
+            lines=list(lines),
+            nbytes=nbytes,
+        )
         active.data_end += len(data)
         active.lines += count
         self._total_lines += count
@@ -517,7 +534,9 @@ class Spool:
             nonlocal frames, frame_bytes
             if frames:
                 self._write_active(
-                    b"".join(frames), len(frames), frame_bytes - FRAME_HEADER_SIZE * len(frames)
+                    b"".join(frames),
+                    lines[accepted - len(frames) : accepted],
+                    frame_bytes - FRAME_HEADER_SIZE * len(frames),
                 )
                 frames, frame_bytes = [], 0
 
@@ -664,8 +683,15 @@ class Spool:
             available = seg.data_end - pos.offset
             if available <= 0:
                 return Batch(lines=[], start=pos, end=pos, nbytes=0)
-            fd = self._reader(seg.id)
+            recent = self._recent.take(pos.segment, pos.offset, max_bytes)
+            if recent is not None:
+                end = Position(seg.id, recent.end_offset, recent.end_index)
+                return Batch(lines=recent.lines, start=pos, end=end, nbytes=recent.nbytes)
             want = min(available, max_bytes + (max_bytes >> 4) + FRAME_HEADER_SIZE)
+            kept = self._recent.first(seg.id)
+            if kept is not None and kept > pos.offset:
+                want = min(want, kept - pos.offset)  # then the next read comes from memory
+            fd = self._reader(seg.id)
             chunk = os.pread(fd, want, pos.offset)
             decoded = codec.decode_frames(chunk, max_bytes=max_bytes)
             if decoded.count == 0 and decoded.stop is Stop.PARTIAL and decoded.need <= available:
@@ -728,6 +754,7 @@ class Spool:
             self._delete_oldest()
         self._cursor = Position(seg.id, offset, index)
         self._normalize_cursor()
+        self._recent.discard_before(self._cursor.segment, self._cursor.offset)
         self._lines_committed += before - self._pending_lines()
         now = self._clock()
         if now - self._cursor_written_at >= CURSOR_INTERVAL:
@@ -850,6 +877,7 @@ class Spool:
                 "bytes": cut_bytes,
             },
         )
+        self._recent.clear()  # positions after the cut no longer exist
         self._total_lines -= lost
         self._data_bytes -= seg.data_end - at
         self._disk_bytes -= cut_bytes
@@ -884,6 +912,7 @@ class Spool:
 
     def _delete_oldest(self) -> None:
         seg = self._segments.pop(0)
+        self._recent.discard_before(seg.id, seg.data_end)
         self._total_lines -= seg.lines
         self._data_bytes -= seg.data_end - FILE_HEADER_SIZE
         self._disk_bytes -= seg.size
@@ -1015,6 +1044,7 @@ class Spool:
                         os.fsync(self._dir_fd)
                 self._closed = True
                 self._close_fds()
+                self._recent.clear()
         if self._readable is not None:
             self._readable.set()
             self._readable = None

@@ -105,6 +105,15 @@ def proc_status(pid: int, key: str) -> int:
     return 0
 
 
+def peak_rss(pid: int) -> int:
+    """VmHWM of the relay, or with ``--workers`` of its largest worker process."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return max([proc_status(pid, "VmHWM"), *(proc_status(int(c), "VmHWM") for c in children)])
+
+
 def count_lines(path: Path) -> int:
     try:
         with path.open("rb") as data:
@@ -365,9 +374,10 @@ class Trial:
 
 
 class Bench:
-    def __init__(self, work: Path, *, spool_max: str | None = None) -> None:
+    def __init__(self, work: Path, *, spool_max: str | None = None, workers: int = 1) -> None:
         self.work = work
         self.spool_max = spool_max
+        self.workers = workers
         ca = make_test_ca(work / "ca")
         self.server = issue_certificate(ca, work / "tls", "server", client=False)
         self.client = issue_certificate(ca, work / "tls", "relay", server=False)
@@ -387,6 +397,7 @@ class Bench:
             "--spool", str(spool),
             "--metrics", f"{LOOPBACK}:0",
             "--log-format", "json",
+            "--workers", str(self.workers),
         ]  # fmt: skip
 
     @contextlib.contextmanager
@@ -421,6 +432,8 @@ class Bench:
                 sys.executable, str(ROOT / "bench" / "loadgen.py"),
                 "--to", f"{LOOPBACK}:{port}", "--rate", str(rate),
                 "--seconds", str(seconds), "--times", str(times),
+                # Several exporters (source ports) so that SO_REUSEPORT spreads them.
+                "--sockets", str(1 if self.workers == 1 else 16),
             ],
             stdout=subprocess.PIPE,
         )  # fmt: skip
@@ -488,7 +501,7 @@ class Bench:
             result.decoded = int(scrape.total("flowrelay_records_decoded_total"))
             result.kernel_drops = int(scrape.total("flowrelay_udp_kernel_drops_total"))
             result.spool_dropped = int(scrape.total("flowrelay_lines_dropped_total"))
-            result.peak_rss = proc_status(relay.pid, "VmHWM")
+            result.peak_rss = peak_rss(relay.pid)
             result.delivered = endpoint.delivered()
             if result.delivered > result.sent:
                 # Duplicates after a reconnection: every datagram must be there whole.
@@ -857,6 +870,9 @@ def main() -> None:
     parser.add_argument("--outage-endpoint", default="openssl", choices=sorted(ENDPOINTS))
     parser.add_argument("--nfcapd-seconds", type=float, default=10.0)
     parser.add_argument(
+        "--workers", type=int, default=1, help="relay run --workers (the load comes from 16 ports)"
+    )
+    parser.add_argument(
         "--skip", default="", help="comma list of: search,profile,nfcapd,parse,outage"
     )
     parser.add_argument(
@@ -876,7 +892,7 @@ def main() -> None:
     started = datetime.datetime.now(datetime.UTC)
     work = Path(tempfile.mkdtemp(prefix="flowrelay-e2e-", dir=args.work))
     try:
-        bench = Bench(work)
+        bench = Bench(work, workers=args.workers)
         report: list[str] = []
         generator = json.loads(
             subprocess.run(

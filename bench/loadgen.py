@@ -2,7 +2,7 @@
 pre-built full datagrams (30 records) with consecutive flow sequences at a fixed rate.
 
     python bench/loadgen.py --to 127.0.0.1:PORT --rate RECORDS_PER_S --seconds S
-                            [--times FILE] [--first-sequence N]
+                            [--times FILE] [--first-sequence N] [--sockets N]
     python bench/loadgen.py --max-rate [--seconds S]
 
 The datagrams are built once by ``relay.synth`` (a pool of 1,000 distinct ones); only the
@@ -15,6 +15,10 @@ socket sees bursts of a few datagrams, not of a second's worth).
 of every datagram as native doubles, datagram i carrying flow_sequence ``first + 30 i``: the
 benchmark joins it with the sequences seen at the endpoint to measure latency.
 
+``--sockets N`` sends from N sockets (N source ports) in turn, as N exporters would: the
+kernel spreads SO_REUSEPORT receivers (``relay run --workers N``) by source address and port,
+so one socket would feed one worker only.
+
 Prints one JSON object on stdout: packets and records sent, seconds, the rate reached, and
 the largest lag behind schedule (a sender that fell behind did not test the rate asked for).
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import array
+import contextlib
 import json
 import random
 import socket
@@ -52,7 +57,7 @@ def build_pool(count: int = POOL, *, seed: int = 7) -> list[bytearray]:
 
 
 def send_paced(
-    sock: socket.socket,
+    socks: list[socket.socket],
     pool: list[bytearray],
     *,
     packets_per_second: float,
@@ -62,7 +67,9 @@ def send_paced(
 ) -> dict[str, float]:
     """Send for ``seconds`` at the rate; return what was sent and how late the sender got."""
     total = int(packets_per_second * seconds)
-    pack_into, send, monotonic, sleep = _SEQUENCE.pack_into, sock.send, time.monotonic, time.sleep
+    pack_into, monotonic, sleep = _SEQUENCE.pack_into, time.monotonic, time.sleep
+    sends = [sock.send for sock in socks]
+    ways = len(sends)
     size = len(pool)
     sequence = first_sequence
     sent = 0
@@ -78,7 +85,7 @@ def send_paced(
             buf = pool[sent % size]
             pack_into(buf, SEQUENCE_OFFSET, sequence & 0xFFFFFFFF)
             try:
-                send(buf)
+                sends[sent % ways](buf)
             except BlockingIOError:
                 continue  # the local send buffer is full: retry the same datagram
             if times is not None:
@@ -137,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--first-sequence", type=int, default=0)
     parser.add_argument("--times", type=Path, help="write each datagram's send time here")
     parser.add_argument("--max-rate", action="store_true", help="measure the sender's ceiling")
+    parser.add_argument("--sockets", type=int, default=1, help="source ports to send from")
     args = parser.parse_args(argv)
     pool = build_pool()
     if args.max_rate:
@@ -145,13 +153,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.to is None or args.rate is None:
         parser.error("--to and --rate are needed (or --max-rate)")
     host, _, port = args.to.rpartition(":")
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        # A large send buffer so that bursts after a late wake-up are not refused locally.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-        sock.connect((host, int(port)))
+    with contextlib.ExitStack() as stack:
+        socks = []
+        for _ in range(max(1, args.sockets)):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+            # A large send buffer so that bursts after a late wake-up are not refused locally.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            sock.connect((host, int(port)))
+            socks.append(sock)
         times: array.array[float] | None = array.array("d") if args.times else None
         result = send_paced(
-            sock,
+            socks,
             pool,
             packets_per_second=args.rate / RECORDS,
             seconds=args.seconds,

@@ -99,13 +99,16 @@ class UdpReceiver:
         channel (the spool writer finishes when every receiver has), and return."""
         async with self._send:
             while not stop.is_set():
-                # Wake at least every 250 ms to notice ``stop``; never cancel a send, so a
-                # batch that was read is always handed over.
-                with trio.move_on_after(0.25):
-                    await trio.lowlevel.wait_readable(self._sock)
                 lines = self._drain(BURST)
                 if lines:
+                    # A checkpoint: the other tasks run between bursts. Never cancelled, so
+                    # a batch that was read is always handed over.
                     await self._send.send(lines)
+                    continue
+                # Only an empty socket costs a wait (and its cancel scope); wake at least
+                # every 250 ms to notice ``stop``.
+                with trio.move_on_after(0.25):
+                    await trio.lowlevel.wait_readable(self._sock)
             # Whatever the kernel accepted before we stopped is "received": spool it.
             while lines := self._drain(BURST):
                 await self._send.send(lines)

@@ -32,7 +32,7 @@ from relay.spool import FsyncPolicy, Overflow, Spool
 
 log = logging.getLogger(__name__)
 
-CHANNEL_BATCHES = 64  # bursts in flight between receivers and the spool writer
+CHANNEL_BATCHES = 16  # bursts in flight between receivers and the spool writer
 WRITE_COALESCE_LINES = 8192
 
 

@@ -160,6 +160,8 @@ class ForwarderConfig:
     framing: Framing = "newline"
     # Bytes of spool data per write; large writes are what makes Python TLS fast.
     batch_bytes: int = 256 << 10
+    # While behind, writes grow up to this many times batch_bytes (see Forwarder._send_loop).
+    catch_up_factor: int = 4
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     # Consecutive failures on one endpoint before trying the next one.
@@ -192,6 +194,8 @@ class ForwarderConfig:
             )
         if self.batch_bytes < 4096:
             raise ConfigError(f"batch_bytes {self.batch_bytes} is below 4096", key="batch_bytes")
+        if self.catch_up_factor < 1:
+            raise ConfigError("catch_up_factor must be at least 1", key="catch_up_factor")
         if self.failover_after < 1:
             raise ConfigError("failover_after must be at least 1", key="failover_after")
         if not 0 < self.backoff_initial <= self.backoff_max:
@@ -926,13 +930,14 @@ class Forwarder:
         framing = config.framing
         tls = config.ssl_context is not None
         position: Position = spool.cursor
+        size = config.batch_bytes
         # Before the server's verdict on our certificate nothing can be committed; sending on
         # regardless would only grow what a rejection makes us send again.
         unverified = link.written + _BATCHES_BEFORE_VERDICT * config.batch_bytes
         while not self._switching:
             if link.written >= unverified and not link.accepted():
                 await link.wait_accepted()
-            batch = spool.read(position, config.batch_bytes)
+            batch = spool.read(position, size)
             lines = batch.lines
             if not lines:
                 with trio.CancelScope() as self._idle_scope:
@@ -951,6 +956,14 @@ class Forwarder:
             self._outstanding.set()
             position = batch.end
             self._reap(link)
+            # One batch goes out per turn of the event loop, while a receiver takes a whole
+            # burst of datagrams per turn. Behind (the batch was full), the next one doubles,
+            # up to catch_up_factor x batch_bytes, so that delivery keeps pace with receiving
+            # under full load; caught up, batches are batch_bytes again.
+            if batch.nbytes >= size - (size >> 2):
+                size = min(2 * size, config.catch_up_factor * config.batch_bytes)
+            else:
+                size = config.batch_bytes
 
     async def _acknowledge_loop(self, link: _Link) -> None:
         config = self._config

@@ -32,7 +32,10 @@ from relay.spool import FsyncPolicy, Overflow, Spool
 
 log = logging.getLogger(__name__)
 
-CHANNEL_BATCHES = 16  # bursts in flight between receivers and the spool writer
+# Bursts in flight between receivers and the spool writer. A burst is up to BURST datagrams
+# (7,680 lines of v5, ~4 MB): a full channel blocks the receivers, and the kernel's socket
+# buffer holds what arrives meanwhile; more room here would only hold more in memory.
+CHANNEL_BATCHES = 4
 WRITE_COALESCE_LINES = 8192
 
 

@@ -470,6 +470,9 @@ class Bench:
                 start = time.monotonic()
                 while generator.poll() is None:
                     time.sleep(0.5)
+                    # Count as it arrives: counting gigabytes only once sending has ended would
+                    # add the seconds that takes to the catch-up time.
+                    endpoint.delivered()
                     if during is not None:
                         during(endpoint, relay, time.monotonic() - start)
                 out, _ = generator.communicate()

@@ -873,7 +873,10 @@ def main() -> None:
     parser.add_argument("--outage-endpoint", default="openssl", choices=sorted(ENDPOINTS))
     parser.add_argument("--nfcapd-seconds", type=float, default=10.0)
     parser.add_argument(
-        "--workers", type=int, default=1, help="relay run --workers (the load comes from 16 ports)"
+        "--workers",
+        type=int,
+        default=1,
+        help="relay run --workers (the load comes from 16 ports; needs --endpoints rsyslog)",
     )
     parser.add_argument(
         "--skip", default="", help="comma list of: search,profile,nfcapd,parse,outage"
@@ -888,6 +891,9 @@ def main() -> None:
         args.profile_seconds, args.nfcapd_seconds = 5.0, 3.0
     skip = set(filter(None, args.skip.split(",")))
     kinds = [k for k in args.endpoints.split(",") if k]
+    if args.workers > 1 and "openssl" in kinds:
+        # s_server serves one connection at a time; each worker has its own connection.
+        parser.error("--workers above 1 needs --endpoints rsyslog")
     if "rsyslog" in kinds and (find_rsyslogd() is None or tls_driver() is None):
         log("rsyslogd with a TLS driver is not installed: rsyslog skipped")
         kinds.remove("rsyslog")

@@ -8,7 +8,10 @@ sampler saw the stream.
 
 from __future__ import annotations
 
+import json
 import shutil
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -54,3 +57,27 @@ def test_profile_lines_are_charged_to_their_stage(tmp_path: Path) -> None:
         "trio event loop / other": 0.1,
     }
     assert functions["build_lines (<render v5 json>)"] == 0.6
+
+
+def test_load_generator_spreads_over_its_sockets() -> None:
+    """--sockets N sends from N source ports in turn (what --workers needs to be spread)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
+        sink.bind(("127.0.0.1", 0))
+        sink.settimeout(5)
+        port = sink.getsockname()[1]
+        run = subprocess.run(
+            [
+                sys.executable, str(BENCH / "loadgen.py"), "--to", f"127.0.0.1:{port}",
+                "--rate", "3000", "--seconds", "0.2", "--sockets", "3",
+            ],
+            capture_output=True, check=True, timeout=30,
+        )  # fmt: skip
+        sent = json.loads(run.stdout)
+        sources = []
+        for _ in range(int(sent["packets"])):
+            data, source = sink.recvfrom(65535)
+            assert len(data) == 24 + 30 * 48
+            sources.append(source[1])
+    assert len(set(sources)) == 3
+    # In turn: every third datagram from the same port.
+    assert sources[:3] * (len(sources) // 3) == sources[: 3 * (len(sources) // 3)]

@@ -601,9 +601,7 @@ async def test_cursor_never_passes_what_the_receiver_tcp_acknowledged(tmp_path: 
     app_read = 0
     samples = 0
     # catch_up_factor=1: every write is one 64 KiB batch, the unit the bounds below use.
-    forwarder = Forwarder(
-        spool, make_config([port], None, batch_bytes=64 << 10, catch_up_factor=1)
-    )
+    forwarder = Forwarder(spool, make_config([port], None, batch_bytes=64 << 10, catch_up_factor=1))
     async with trio.open_nursery() as nursery, running(forwarder):
         conn, _ = await listener.accept()
         # Read about a third of the stream slowly, then stop reading altogether.

@@ -23,6 +23,10 @@ Rules that make "nothing accepted is lost" true:
   frame's length cannot be trusted past damage, and guessing where the next frame starts could
   send garbage. The lines lost that way are counted (lines_lost_corrupt) and reading goes on
   with the next segment.
+- Reading what was just appended is served from memory (relay/spool/recent.py, at most
+  RECENT_BYTES of the latest appends): the lines as they were handed to append(), which are
+  what the disk holds. Only reads go there; commits, drops, the cap and recovery work on the
+  disk alone, so the memory copy changes nothing of the above.
 
 The cap (max_bytes) bounds the size of all segment files together; 64 bytes of it stay free
 for the seals and header a rotation or restart writes. When it is reached, drop-oldest deletes

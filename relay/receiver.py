@@ -19,8 +19,9 @@ log = logging.getLogger(__name__)
 
 # Datagrams handled per wake-up before yielding to the other tasks (forwarder, metrics).
 BURST = 256
-# Seconds a receiver waits after a quiet socket turns readable (adds at most this latency).
-GATHER = 0.005
+# Seconds a receiver waits after a quiet socket turns readable: at most this much latency,
+# for a pipeline pass per burst instead of per datagram at moderate rates.
+GATHER = 0.002
 MAX_DATAGRAM = 65535
 
 

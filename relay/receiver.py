@@ -102,11 +102,14 @@ class UdpReceiver:
         channel (the spool writer finishes when every receiver has), and return."""
         async with self._send:
             while not stop.is_set():
-                lines = self._drain(BURST)
-                if lines:
-                    # A checkpoint: the other tasks run between bursts. Never cancelled, so
-                    # a batch that was read is always handed over.
-                    await self._send.send(lines)
+                lines, read = self._drain(BURST)
+                if read:
+                    # A checkpoint either way: the other tasks run between bursts. A send is
+                    # never cancelled, so a batch that was read is always handed over.
+                    if lines:
+                        await self._send.send(lines)
+                    else:  # nothing but denied or malformed datagrams
+                        await trio.lowlevel.checkpoint()
                     continue
                 # Only an empty socket costs a wait (and its cancel scope); wake at least
                 # every 250 ms to notice ``stop``.
@@ -117,13 +120,19 @@ class UdpReceiver:
                 # datagram, which at moderate rates cost more than the records themselves.
                 await trio.sleep(GATHER)
             # Whatever the kernel accepted before we stopped is "received": spool it.
-            while lines := self._drain(BURST):
-                await self._send.send(lines)
+            while True:
+                lines, read = self._drain(BURST)
+                if not read:
+                    break
+                if lines:
+                    await self._send.send(lines)
         self._sock.close()
 
-    def _drain(self, limit: int) -> list[bytes]:
+    def _drain(self, limit: int) -> tuple[list[bytes], int]:
+        """Up to ``limit`` datagrams from the socket: their lines, and how many were read."""
         lines: list[bytes] = []
         recv, process = self._sock.recvfrom, self._process
+        read = 0
         for _ in range(limit):
             try:
                 data, addr = recv(MAX_DATAGRAM)
@@ -134,8 +143,9 @@ class UdpReceiver:
                     "UDP receive error", extra={"event": "udp_receive_error", "error": str(exc)}
                 )
                 break
+            read += 1
             lines += process(data, addr[0])
-        return lines
+        return lines, read
 
     def kernel_drops(self) -> int:
         return kernel_drops(self._inode)

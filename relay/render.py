@@ -131,7 +131,7 @@ def _render_struct(layout: Layout) -> tuple[struct.Struct, tuple[str, ...], dict
                 names.extend(octets)
                 text[name] = ".".join(f"{{D[{octet}]}}" for octet in octets)
             else:
-                fmt.append(code)
+                fmt.append(count + code if code == "s" else code)
                 names.append(name)
                 text[name] = f"{{D[{name}]}}" if code in "BH" else f"{{{name}}}"
     return struct.Struct("!" + "".join(fmt)), tuple(names), text

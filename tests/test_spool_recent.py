@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.spool.codec import FILE_HEADER_SIZE, FRAME_HEADER_SIZE
-from relay.spool.recent import RecentWrites
+from relay.spool.recent import LINE_COST, WRITE_COST, RecentWrites
 
 
 class Log:
@@ -45,7 +45,7 @@ def lines_of(sizes: list[int], start: int = 0) -> list[bytes]:
 def test_a_whole_append_comes_back_with_its_end_position() -> None:
     log = Log(1 << 20)
     log.append(lines_of([20, 30, 40]))
-    taken = log.recent.take(3, FILE_HEADER_SIZE, 1 << 16)
+    taken = log.recent.take(3, FILE_HEADER_SIZE, 1 << 16, 1 << 30)
     assert taken is not None
     assert taken.lines == log.lines
     assert (taken.nbytes, taken.end_offset, taken.end_index) == (90, log.offsets[3], 3)
@@ -55,12 +55,12 @@ def test_consecutive_appends_are_joined_up_to_max_bytes() -> None:
     log = Log(1 << 20)
     for i in range(4):
         log.append(lines_of([50, 50], start=2 * i))
-    taken = log.recent.take(3, FILE_HEADER_SIZE, 250)
+    taken = log.recent.take(3, FILE_HEADER_SIZE, 250, 1 << 30)
     assert taken is not None
     # 250 bytes hold five 50-byte lines: two whole appends and half of the third.
     assert taken.lines == log.lines[:5]
     assert (taken.end_offset, taken.end_index) == (log.offsets[5], 5)
-    rest = log.recent.take(3, taken.end_offset, 1 << 16)
+    rest = log.recent.take(3, taken.end_offset, 1 << 16, 1 << 30)
     assert rest is not None
     assert rest.lines == log.lines[5:]
     assert (rest.end_offset, rest.end_index) == (log.offsets[8], 8)
@@ -69,7 +69,7 @@ def test_consecutive_appends_are_joined_up_to_max_bytes() -> None:
 def test_at_least_one_line_even_when_it_is_longer_than_max_bytes() -> None:
     log = Log(1 << 20)
     log.append(lines_of([500, 10]))
-    taken = log.recent.take(3, FILE_HEADER_SIZE, 100)
+    taken = log.recent.take(3, FILE_HEADER_SIZE, 100, 1 << 30)
     assert taken is not None
     assert taken.lines == log.lines[:1]
     assert taken.end_offset == log.offsets[1]
@@ -78,20 +78,21 @@ def test_at_least_one_line_even_when_it_is_longer_than_max_bytes() -> None:
 def test_unknown_positions_are_misses() -> None:
     log = Log(1 << 20)
     log.append(lines_of([20, 20]))
-    assert log.recent.take(3, log.offsets[1], 100) is None  # inside an append, never split
-    assert log.recent.take(4, FILE_HEADER_SIZE, 100) is None  # another segment
-    assert log.recent.take(3, log.offsets[2], 100) is None  # the end: nothing kept there
+    assert log.recent.take(3, log.offsets[1], 100, 1 << 30) is None  # inside an append, never split
+    assert log.recent.take(4, FILE_HEADER_SIZE, 100, 1 << 30) is None  # another segment
+    assert log.recent.take(3, log.offsets[2], 100, 1 << 30) is None  # the end: nothing kept there
 
 
 def test_the_oldest_appends_go_first_when_over_the_limit() -> None:
-    log = Log(100)
+    cost = 40 + LINE_COST + WRITE_COST  # an append of one 40-byte line
+    log = Log(2 * cost + 10)
     log.append(lines_of([40]))
     log.append(lines_of([40], start=1))
     assert log.recent.first(3) == FILE_HEADER_SIZE
     log.append(lines_of([40], start=2))
-    assert log.recent.nbytes == 80
+    assert log.recent.memory == 2 * cost
     assert len(log.recent) == 2
-    assert log.recent.take(3, FILE_HEADER_SIZE, 1000) is None
+    assert log.recent.take(3, FILE_HEADER_SIZE, 1000, 1 << 30) is None
     assert log.recent.first(3) == log.offsets[1]
     assert log.recent.first(2) is None
 
@@ -106,14 +107,22 @@ def test_discard_before_forgets_what_was_committed() -> None:
     assert log.recent.first(3) == log.offsets[4]
     log.recent.discard_before(4, FILE_HEADER_SIZE)  # a later segment: everything before goes
     assert len(log.recent) == 0
-    assert log.recent.nbytes == 0
+    assert log.recent.memory == 0
+
+
+def test_empty_lines_count_against_the_limit() -> None:
+    log = Log(100_000)
+    for _ in range(10_000):
+        log.append([b""])  # no payload, but memory all the same
+    assert log.recent.memory <= 100_000
+    assert len(log.recent) == 100_000 // (LINE_COST + WRITE_COST)
 
 
 def test_a_zero_limit_keeps_nothing() -> None:
     log = Log(0)
     log.append(lines_of([10]))
     assert len(log.recent) == 0
-    assert log.recent.take(3, FILE_HEADER_SIZE, 100) is None
+    assert log.recent.take(3, FILE_HEADER_SIZE, 100, 1 << 30) is None
 
 
 @settings(max_examples=200, deadline=None)
@@ -128,15 +137,16 @@ def test_reads_chained_from_memory_match_the_log(
     log = Log(limit)
     for sizes in appends:
         log.append(lines_of(sizes, start=len(log.lines)))
-    assert log.recent.nbytes <= max(limit, 0)
+    assert log.recent.memory <= max(limit, 0)
     first = log.recent.first(3)
     if first is None:
-        assert log.recent.take(3, FILE_HEADER_SIZE, 1000) is None
+        assert log.recent.take(3, FILE_HEADER_SIZE, 1000, 1 << 30) is None
         return
     # Read from the oldest kept boundary on, each read where the last one ended.
     position = log.offsets.index(first)
     for max_bytes in reads:
-        taken = log.recent.take(3, log.offsets[position], max_bytes)
+        frame_limit = max_bytes + (max_bytes >> 4) + FRAME_HEADER_SIZE  # as a disk read
+        taken = log.recent.take(3, log.offsets[position], max_bytes, frame_limit)
         if position == len(log.lines):
             assert taken is None
             break
@@ -145,9 +155,14 @@ def test_reads_chained_from_memory_match_the_log(
         assert count >= 1
         assert taken.lines == log.lines[position : position + count]
         assert taken.nbytes == sum(map(len, taken.lines))
-        assert taken.nbytes <= max_bytes or count == 1
+        frames = log.offsets[position + count] - log.offsets[position]
+        assert (taken.nbytes <= max_bytes and frames <= frame_limit) or count == 1
         more = log.lines[position + count : position + count + 1]
         # It stops only when the next line would not fit (or nothing is left).
-        assert not more or taken.nbytes + len(more[0]) > max_bytes
+        assert (
+            not more
+            or taken.nbytes + len(more[0]) > max_bytes
+            or frames + FRAME_HEADER_SIZE + len(more[0]) > frame_limit
+        )
         position += count
         assert (taken.end_offset, taken.end_index) == (log.offsets[position], position)

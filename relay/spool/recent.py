@@ -21,6 +21,11 @@ from itertools import accumulate
 
 from relay.spool.codec import FRAME_HEADER_SIZE
 
+# What the limit counts besides the payload: a bytes object and its list slot per line, the
+# bookkeeping per append (CPython, 64-bit; rounded up). Empty lines cost memory too.
+LINE_COST = 48
+WRITE_COST = 512
+
 
 @dataclass(slots=True, eq=False)
 class _Write:
@@ -32,6 +37,7 @@ class _Write:
     end: int
     lines: list[bytes]
     nbytes: int
+    cost: int  # what it counts against the limit
     # Keys of RecentWrites._at that point into this write (its start and any split points).
     keys: list[tuple[int, int]] = field(default_factory=list)
     # Payload bytes before each line, computed on the first read that stops inside the write.
@@ -47,19 +53,22 @@ class Taken:
 
 
 class RecentWrites:
-    """Bounded FIFO of appended lines, looked up by the frame boundary a read starts at."""
+    """Bounded FIFO of appended lines, looked up by the frame boundary a read starts at.
 
-    __slots__ = ("_at", "_limit", "_nbytes", "_writes")
+    ``limit_bytes`` bounds the payload plus LINE_COST per line and WRITE_COST per append."""
+
+    __slots__ = ("_at", "_limit", "_memory", "_writes")
 
     def __init__(self, limit_bytes: int) -> None:
         self._limit = limit_bytes
         self._writes: deque[_Write] = deque()
         self._at: dict[tuple[int, int], tuple[_Write, int]] = {}
-        self._nbytes = 0
+        self._memory = 0
 
     @property
-    def nbytes(self) -> int:
-        return self._nbytes
+    def memory(self) -> int:
+        """What the kept appends count against the limit."""
+        return self._memory
 
     def __len__(self) -> int:
         return len(self._writes)
@@ -70,37 +79,53 @@ class RecentWrites:
         """Remember an append of ``lines`` (payload ``nbytes``) written at [offset, end)."""
         if self._limit <= 0 or not lines:
             return
-        write = _Write(segment, offset, index, end, lines, nbytes)
+        cost = nbytes + LINE_COST * len(lines) + WRITE_COST
+        write = _Write(segment, offset, index, end, lines, nbytes, cost)
         self._writes.append(write)
         self._key(write, offset, 0)
-        self._nbytes += nbytes
-        while self._nbytes > self._limit:
+        self._memory += cost
+        while self._memory > self._limit:
             self._pop_oldest()
 
-    def take(self, segment: int, offset: int, max_bytes: int) -> Taken | None:
-        """The lines from the boundary ``segment``:``offset`` on, up to ``max_bytes`` of payload
-        (at least one line), never past the end of ``segment``; None when not kept here."""
+    def take(self, segment: int, offset: int, max_bytes: int, max_frame_bytes: int) -> Taken | None:
+        """The lines from the boundary ``segment``:``offset`` on, never past the end of
+        ``segment``; None when not kept here. At least one line; beyond it, at most
+        ``max_bytes`` of payload in at most ``max_frame_bytes`` of frames (the limits of a
+        read from disk, so that both hand out the same batches)."""
         hit = self._at.get((segment, offset))
         if hit is None:
             return None
         write, k = hit
         lines: list[bytes] = []
-        nbytes = 0
+        nbytes = frame_bytes = 0
         end_offset, end_index = offset, -1
         while True:
             count = len(write.lines)
             skip = write.before[k] if write.before and k else 0  # k > 0: a split point
-            if nbytes + write.nbytes - skip <= max_bytes:
+            start = write.offset + FRAME_HEADER_SIZE * k + skip
+            rest, frames_rest = write.nbytes - skip, write.end - start
+            if nbytes + rest <= max_bytes and frame_bytes + frames_rest <= max_frame_bytes:
                 j = count
             else:
-                j = bisect_right(self._before(write), skip + max_bytes - nbytes) - 1
+                before = self._before(write)
+                by_payload = bisect_right(before, skip + max_bytes - nbytes) - 1
+                by_frames = (
+                    bisect_right(
+                        range(count + 1),
+                        start - write.offset + max_frame_bytes - frame_bytes,
+                        key=lambda i: FRAME_HEADER_SIZE * i + before[i],
+                    )
+                    - 1
+                )
+                j = min(by_payload, by_frames)
                 if not lines:
                     j = max(j, k + 1)  # at least one line
             if j <= k:
                 break
             lines += write.lines[k:j]
             if j == count:
-                nbytes += write.nbytes - skip
+                nbytes += rest
+                frame_bytes += frames_rest
                 end_offset, end_index = write.end, write.index + count
                 following = self._at.get((segment, write.end))
                 if following is None or nbytes >= max_bytes:
@@ -132,7 +157,7 @@ class RecentWrites:
     def clear(self) -> None:
         self._writes.clear()
         self._at.clear()
-        self._nbytes = 0
+        self._memory = 0
 
     @staticmethod
     def _before(write: _Write) -> list[int]:
@@ -148,7 +173,7 @@ class RecentWrites:
 
     def _pop_oldest(self) -> None:
         write = self._writes.popleft()
-        self._nbytes -= write.nbytes
+        self._memory -= write.cost
         for key in write.keys:
             if self._at.get(key, (None,))[0] is write:
                 del self._at[key]

@@ -72,7 +72,8 @@ logger = logging.getLogger(__name__)
 CURSOR_INTERVAL = 0.15
 """Seconds between cursor file writes on commit (a crash resends at most this much)."""
 RECENT_BYTES = 8 << 20
-"""Payload bytes of the latest appends kept in memory for read() (relay/spool/recent.py)."""
+"""Memory for the latest appends kept for read() (relay/spool/recent.py): payload plus a
+fixed cost per line and per append."""
 
 _SEGMENT_RE = re.compile(r"(\d{1,19})\.seg")
 _SCAN_CHUNK = 1 << 20
@@ -687,11 +688,13 @@ class Spool:
             available = seg.data_end - pos.offset
             if available <= 0:
                 return Batch(lines=[], start=pos, end=pos, nbytes=0)
-            recent = self._recent.take(pos.segment, pos.offset, max_bytes)
+            # Frames read at once: the payload asked for, plus room for the frame headers.
+            chunk_limit = max_bytes + (max_bytes >> 4) + FRAME_HEADER_SIZE
+            recent = self._recent.take(pos.segment, pos.offset, max_bytes, chunk_limit)
             if recent is not None:
                 end = Position(seg.id, recent.end_offset, recent.end_index)
                 return Batch(lines=recent.lines, start=pos, end=end, nbytes=recent.nbytes)
-            want = min(available, max_bytes + (max_bytes >> 4) + FRAME_HEADER_SIZE)
+            want = min(available, chunk_limit)
             kept = self._recent.first(seg.id)
             if kept is not None and kept > pos.offset:
                 want = min(want, kept - pos.offset)  # then the next read comes from memory

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,3 +82,46 @@ class RateLimiter:
             return True, 0
         window[2] += 1
         return False, 0
+
+
+class RateLimitedLog:
+    """The one rate-limited logger: the first ``burst`` lines per key per ``interval``, then
+    silence, and the next line let through says how many were held back (``skipped``).
+
+    Used wherever a peer or the disk can make the relay repeat itself (malformed datagrams,
+    connection failures, spool drops): a flood costs a few lines, and nothing is hidden,
+    because the count of what was muted is always logged with the next line.
+    """
+
+    __slots__ = ("_clock", "_limiter", "_logger")
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        interval: float = 10.0,
+        burst: int = 5,
+    ) -> None:
+        self._logger = logger
+        self._clock = clock
+        self._limiter = RateLimiter(interval=interval, burst=burst)
+
+    def emit(
+        self,
+        key: Hashable,
+        message: str,
+        *,
+        event: str,
+        level: int = logging.WARNING,
+        **extra: object,
+    ) -> bool:
+        """Log ``message`` unless ``key`` is over its limit; returns whether it was logged."""
+        allowed, skipped = self._limiter.allow(key, self._clock())
+        if not allowed:
+            return False
+        fields: dict[str, object] = {"event": event, **extra}
+        if skipped:
+            fields["skipped"] = skipped
+        self._logger.log(level, message, extra=fields)
+        return True

@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from netflow_builder import Header, Record, datagram
 from pcapgen import Captured, link_frame, pcap_bytes, udp
+from support.syslog import parse_line
 
 from relay.cli import main
 from relay.netflow import decode
@@ -168,7 +169,7 @@ def test_decode_capture_uses_each_packets_source_as_exporter(
     capture = _capture(tmp_path)
     code, out, err = run(capsys, "decode", "--exporter", "1.2.3.4", str(capture))
     assert code == 0
-    hosts = [line.split(" ")[3] for line in out.splitlines()]
+    hosts = [parse_line(line).host for line in out.splitlines()]
     assert hosts == ["10.1.1.1"] * 2 + ["192.168.5.5"] * 2
     (problem,) = err.splitlines()
     assert f"{capture}: packet 3" in problem
@@ -177,7 +178,7 @@ def test_decode_capture_uses_each_packets_source_as_exporter(
 
     code, out, _ = run(capsys, "decode", "--port", "9995", str(capture))
     assert code == 0
-    assert [line.split(" ")[3] for line in out.splitlines()] == ["192.168.5.5"] * 2
+    assert [parse_line(line).host for line in out.splitlines()] == ["192.168.5.5"] * 2
 
 
 def test_decode_capture_cut_short_prints_what_it_read_and_exits_1(

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from relay.logs import RateLimiter, TextFormatter, configure
+from relay.logs import RateLimitedLog, RateLimiter, TextFormatter, configure
 
 # ---- RateLimiter ----------------------------------------------------------------------------
 
@@ -172,3 +172,22 @@ def test_text_formatter_appends_the_traceback() -> None:
     text = TextFormatter().format(record)
     assert text.splitlines()[0].endswith(" error failed")
     assert "KeyError: 'k'" in text
+
+
+def test_rate_limited_log_mutes_a_flood_and_reports_the_count_with_the_next_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    log = RateLimitedLog(logging.getLogger("flood"), clock=lambda: now[0], interval=10, burst=2)
+    with caplog.at_level(logging.WARNING, logger="flood"):
+        logged = [log.emit("disk", "disk full", event="spool_drop") for _ in range(50)]
+        assert logged == [True, True] + [False] * 48
+        assert log.emit("other", "another kind", event="spool_drop")  # its own limit
+        now[0] = 10.0
+        assert log.emit("disk", "disk full", event="spool_drop", lines=3)
+    records = [r for r in caplog.records if r.getMessage() == "disk full"]
+    assert len(records) == 3
+    assert not hasattr(records[0], "skipped")
+    assert records[2].__dict__["skipped"] == 48
+    assert records[2].__dict__["lines"] == 3
+    assert records[2].__dict__["event"] == "spool_drop"

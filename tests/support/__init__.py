@@ -1,0 +1,1 @@
+"""Test equipment shared by the whole suite (not part of the product)."""

@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 from relay.netflow import decode
 from relay.render import Renderer, RenderOptions
-from relay.synth import SyntheticExporter
+from relay.testing.synth import SyntheticExporter
 
 RECORDS = 30  # a full v5 datagram
 

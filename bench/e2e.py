@@ -70,10 +70,10 @@ for _p in (str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from loadgen import RECORDS, build_pool  # noqa: E402
-from relayproc import RelayProcess, tls_args  # noqa: E402
-from rsyslog import Rsyslog, find_rsyslogd, free_port, tls_driver  # noqa: E402
+from support.relayproc import RelayProcess, tls_args  # noqa: E402
+from support.rsyslog import Rsyslog, find_rsyslogd, free_port, tls_driver  # noqa: E402
 
+from bench.loadgen import RECORDS, build_pool  # noqa: E402
 from relay.certs import TlsFiles, issue_certificate, make_test_ca  # noqa: E402
 from relay.netflow import decode  # noqa: E402
 from relay.render import Renderer  # noqa: E402

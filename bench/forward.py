@@ -6,7 +6,7 @@
 
 The spool is filled first (not timed), then one Forwarder sends it over mutual TLS to
 
-- ``sink``: relay.sink.SyslogSink in a separate process (so the receiver does not share
+- ``sink``: relay.testing.sink.SyslogSink in a separate process (so the receiver does not share
   the forwarder's core), or
 - ``rsyslog``: Debian's rsyslogd with imtcp + ossl, writing every message to a file.
 
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from rsyslog import Rsyslog  # noqa: E402  (tests/rsyslog.py: the rsyslogd fixture)
+from support.rsyslog import Rsyslog  # noqa: E402  (tests/rsyslog.py: the rsyslogd fixture)
 
 from relay.certs import (  # noqa: E402
     TlsFiles,
@@ -47,7 +47,7 @@ import sys, trio
 sys.path.insert(0, {root!r})
 from pathlib import Path
 from relay.certs import server_context
-from relay.sink import SyslogSink
+from relay.testing.sink import SyslogSink
 
 async def main():
     context = server_context(cert=Path({cert!r}), key=Path({key!r}), client_ca=Path({ca!r}))

@@ -5,7 +5,7 @@ pre-built full datagrams (30 records) with consecutive flow sequences at a fixed
                             [--times FILE] [--first-sequence N] [--sockets N]
     python bench/loadgen.py --max-rate [--seconds S]
 
-The datagrams are built once by ``relay.synth`` (a pool of 1,000 distinct ones); only the
+The datagrams are built once by ``relay.testing.synth`` (a pool of 1,000 distinct ones); only the
 header's ``flow_sequence`` is patched before each send, so the sender's cost per datagram is
 one ``pack_into`` and one ``send``. Pacing: every ~0.5 ms the generator sends as many
 datagrams as are due by then, so the stream is smooth at the millisecond scale (the relay's
@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from relay.synth import SyntheticExporter  # noqa: E402
+from relay.testing.synth import SyntheticExporter  # noqa: E402
 
 RECORDS = 30  # a full v5 datagram
 POOL = 1000

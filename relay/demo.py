@@ -24,8 +24,8 @@ import trio
 from relay.certs import issue_certificate, make_test_ca, server_context
 from relay.config import Overrides, load
 from relay.service import RelayHandle, run_relay
-from relay.sink import SyslogSink
-from relay.synth import SyntheticExporter
+from relay.testing.sink import SyslogSink
+from relay.testing.synth import SyntheticExporter
 
 VERSIONS = (1, 5, 6, 7)
 DATAGRAMS_PER_VERSION = 6

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from relay.errors import UsageError
 from relay.netflow import LAYOUTS
-from relay.synth import SyntheticExporter
+from relay.testing.synth import SyntheticExporter
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

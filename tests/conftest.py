@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from rsyslog import rsyslog_factory
+from support.rsyslog import rsyslog_factory
 
 from relay.certs import TlsFiles, issue_certificate, make_test_ca
 

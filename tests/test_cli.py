@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from netflow_builder import Header, Record, datagram
-from pcapgen import Captured, link_frame, pcap_bytes, udp
+from support.netflow_builder import Header, Record, datagram
+from support.pcapgen import Captured, link_frame, pcap_bytes, udp
 from support.syslog import parse_line
 
 from relay.cli import main

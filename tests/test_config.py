@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from relayproc import REPO
+from support.relayproc import REPO
 
 from relay.certs import TlsFiles, issue_certificate
 from relay.config import DEFAULT_ALLOW, SCHEMA, HostPort, Overrides, load

@@ -8,7 +8,7 @@ import json
 import logging
 
 import pytest
-from netflow_builder import Header, Record, datagram
+from support.netflow_builder import Header, Record, datagram
 
 from relay.allow import AllowList
 from relay.config import DEFAULT_ALLOW

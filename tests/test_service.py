@@ -3,7 +3,7 @@ wire, and SIGTERM under load losing nothing that was received.
 
 The relay runs in-process under trio (``run_relay``) where the test needs its exact counters,
 and as a ``python -m relay run`` subprocess where a real signal and a real exit code matter.
-The platform is :class:`relay.sink.SyslogSink` over mutual TLS on 127.0.0.1. A second
+The platform is :class:`relay.testing.sink.SyslogSink` over mutual TLS on 127.0.0.1. A second
 loopback address, 127.0.0.2, plays an exporter outside the allow-list.
 """
 
@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 import trio
-from netflow_builder import Header, Record, datagram
-from relayproc import (
+from support.netflow_builder import Header, Record, datagram
+from support.relayproc import (
     RelayProcess,
     Scrape,
     http_get_async,
@@ -39,8 +39,8 @@ from support.syslog import parse_line
 from relay.certs import TlsFiles, server_context
 from relay.config import Config, Overrides, load
 from relay.service import RelayHandle, run_relay
-from relay.sink import SyslogSink
 from relay.spool import Spool
+from relay.testing.sink import SyslogSink
 
 LOOPBACK = "127.0.0.1"
 DENIED_SOURCE = "127.0.0.2"  # loopback too, but outside --allow 127.0.0.1/32

@@ -17,11 +17,9 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
-if str(BENCH) not in sys.path:
-    sys.path.insert(0, str(BENCH))
+from bench import e2e
 
-import e2e  # noqa: E402
+BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl CLI is needed")

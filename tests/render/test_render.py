@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from netflow_builder import (
+from support.netflow_builder import (
     VERSIONS,
     Header,
     Record,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from netflow_builder import (
+from support.netflow_builder import (
     HEADER_SIZE,
     MAX_COUNT,
     RECORD_SIZE,

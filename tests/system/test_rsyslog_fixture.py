@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from rsyslog import Rsyslog, RsyslogFactory, installed_drivers, tls_driver
+from support.rsyslog import Rsyslog, RsyslogFactory, installed_drivers, tls_driver
 
 from relay.certs import TlsFiles, client_context, issue_certificate, make_test_ca
 
@@ -225,7 +225,7 @@ def test_fails(rsyslog_factory, tmp_path):
     raise AssertionError("this test fails on purpose")
 """
     )
-    tests_dir = Path(__file__).parent
+    tests_dir = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests_dir), str(tests_dir.parent)])}
     child = subprocess.run(
         [
@@ -233,7 +233,7 @@ def test_fails(rsyslog_factory, tmp_path):
             "-m",
             "pytest",
             "-p",
-            "rsyslog",
+            "support.rsyslog",
             "-q",
             "-p",
             "no:cacheprovider",

@@ -17,8 +17,8 @@ import pytest
 import trio
 
 from relay.certs import TlsFiles, server_context
-from relay.sink import SyslogSink
-from relay.synth import SyntheticExporter
+from relay.testing.sink import SyslogSink
+from relay.testing.synth import SyntheticExporter
 
 DATAGRAMS = 40
 RECORDS = 30

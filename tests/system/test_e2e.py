@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from exporters import find_binary, run_softflowd
-from pcapgen import (
+from support.exporters import find_binary, run_softflowd
+from support.pcapgen import (
     ACK,
     FIN,
     PROTO_ICMP,
@@ -33,8 +33,8 @@ from pcapgen import (
     tcp,
     udp,
 )
-from relayproc import LOOPBACK, RelayProcess, relay_processes, tls_args
-from rsyslog import RsyslogFactory
+from support.relayproc import LOOPBACK, RelayProcess, relay_processes, tls_args
+from support.rsyslog import RsyslogFactory
 
 from relay.certs import TlsFiles
 

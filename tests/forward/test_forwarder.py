@@ -26,7 +26,7 @@ import pytest
 import trio
 from hypothesis import given
 from hypothesis import strategies as st
-from rsyslog import free_port
+from support.rsyslog import free_port
 
 from relay.certs import TlsFiles, client_context, issue_certificate, make_test_ca, server_context
 from relay.errors import ConfigError
@@ -39,8 +39,8 @@ from relay.forward import (
     frame_lines,
     record_cuts,
 )
-from relay.sink import SyslogSink
 from relay.spool import FsyncPolicy, Spool
+from relay.testing.sink import SyslogSink
 
 LINE_BYTES = 200
 _PREFIX = b'<14>Nov 23 12:00:00 10.0.0.1 netstat.netflow.lt: {"seq":'

@@ -30,9 +30,9 @@ from relay.certs import TlsFiles, server_context
 from relay.cli import build_parser
 from relay.config import ENDPOINT_KEYS, SCHEMA, load, with_endpoints
 from relay.errors import UsageError
-from relay.sink import SyslogSink
+from relay.testing.sink import SyslogSink
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 EXAMPLE = DEPLOY / "relay.example.toml"
 UNIT = DEPLOY / "flowrelay.service"
 DOCKERFILE = DEPLOY / "Dockerfile"

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import pytest
 import trio
-from netflow_builder import Header, Record, datagram
-from relayproc import LOOPBACK, RelayProcess, relay_processes, tls_args
+from support.netflow_builder import Header, Record, datagram
+from support.relayproc import LOOPBACK, RelayProcess, relay_processes, tls_args
 
 from relay.certs import TlsFiles, server_context
-from relay.sink import SyslogSink
+from relay.testing.sink import SyslogSink
 
 CYCLES = 22
 DATAGRAMS_PER_CYCLE = 6

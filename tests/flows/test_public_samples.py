@@ -19,7 +19,7 @@ from relay.errors import DecodeError
 from relay.netflow import decode
 from relay.render import Renderer
 
-SAMPLES = Path(__file__).resolve().parents[1] / ".." / "shared" / "netflow-samples" / "public"
+SAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "netflow-samples" / "public"
 BINS = sorted(SAMPLES.glob("*.bin")) if SAMPLES.is_dir() else []
 
 pytestmark = pytest.mark.skipif(not BINS, reason=f"no NetFlow samples at {SAMPLES}")

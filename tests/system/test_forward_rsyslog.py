@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 import trio
-from rsyslog import RsyslogFactory
-from test_forward import (
+from forward.test_forwarder import (
     fill,
     make_config,
     numbered,
@@ -19,6 +18,7 @@ from test_forward import (
     seq_of,
     window_lines,
 )
+from support.rsyslog import RsyslogFactory
 
 from relay.certs import TlsFiles, client_context
 from relay.forward import Forwarder

@@ -1,6 +1,6 @@
 """kill -9 of a process appending with fsync ``always``: every acknowledged line survives.
 
-Each cycle starts a child (tests/spool_crash_child.py) that appends to the same spool and
+Each cycle starts a child (tests/system/spool_crash_child.py) that appends to the same spool and
 prints the id of each line once write() has returned, then kills it with SIGKILL at a random
 moment (sometimes while it is still opening and recovering the spool). The parent reopens the
 spool and checks that the lines left from earlier cycles are still there, followed by exactly
@@ -20,13 +20,13 @@ import time
 from pathlib import Path
 
 import pytest
-from spool_crash_child import MAX_BYTES, SEGMENT_BYTES, line_for
 
 from relay.spool import Position, Spool
+from system.spool_crash_child import MAX_BYTES, SEGMENT_BYTES, line_for
 
 CYCLES = 24
 CHILD = Path(__file__).with_name("spool_crash_child.py")
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Child:

@@ -10,8 +10,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from exporters import find_binary
-from pcapgen import (
+
+from support.exporters import find_binary
+from support.pcapgen import (
     ACK,
     FIN,
     LINKTYPE_ETHERNET,

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from exporters import (
+from support.exporters import (
     LOOPBACK,
     Fprobe,
     Received,
@@ -37,7 +37,7 @@ from exporters import (
     reserved_port,
     run_softflowd,
 )
-from pcapgen import (
+from support.pcapgen import (
     ACK,
     FIN,
     LINKTYPE_ETHERNET,
@@ -71,7 +71,7 @@ from relay.netflow.model import (
     Packet,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SOFTFLOWD = find_binary("softflowd")
 FPROBE = find_binary("fprobe")
 

@@ -1,0 +1,1 @@
+"""Tests that run real processes: relay subprocesses, rsyslog, exporters, crashes, deploy."""

@@ -1,0 +1,1 @@
+"""Tests of relay.testing: the TLS syslog sink."""

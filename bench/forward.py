@@ -39,7 +39,8 @@ from relay.certs import (  # noqa: E402
     issue_certificate,
     make_test_ca,
 )
-from relay.forward import Endpoint, Forwarder, ForwarderConfig, Framing  # noqa: E402
+from relay.forward import Endpoint, Forwarder, ForwarderConfig  # noqa: E402
+from relay.framing import Framing  # noqa: E402
 from relay.spool import FsyncPolicy, Spool  # noqa: E402
 
 _SINK_CHILD = """

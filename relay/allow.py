@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
+from relay.addresses import normalize_ip
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _CACHE_LIMIT = 65536
 
@@ -27,10 +29,7 @@ class AllowList:
         return verdict
 
     def _check(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-        except ValueError:
+        ip = normalize_ip(address)
+        if ip is None:
             return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
         return any(ip in net for net in self._networks if net.version == ip.version)

@@ -10,12 +10,14 @@ from pathlib import Path
 import trio
 
 from relay import __version__, logs
+from relay.addresses import parse_hostport
 from relay.certs import check_files, issue_certificate, make_key_and_csr, make_test_ca
-from relay.config import Config, Overrides, load, parse_hostport, parse_toml
+from relay.config import Config, Overrides, load, parse_toml
 from relay.demo import run_demo
 from relay.errors import ConfigError, SpoolError, UsageError
+from relay.framing import FRAMINGS
 from relay.offline import decode_files
-from relay.render import BODIES, FRAMINGS, HEADERS, Renderer, RenderOptions
+from relay.render import BODIES, HEADERS, Renderer, RenderOptions
 from relay.sendtest import send_test
 from relay.service import run_relay
 from relay.workers import as_worker, run_supervisor

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from relay.addresses import HostPort, format_hostport, parse_hostport
 from relay.errors import ConfigError
-from relay.render import BODIES, FRAMINGS, HEADERS, RenderOptions
+from relay.framing import FRAMINGS
+from relay.render import BODIES, HEADERS, RenderOptions
 
 DEFAULT_LISTEN = ("0.0.0.0:12999", "[::]:12999")
 # Loopback, RFC 1918, shared address space (CGNAT), link-local, unique local.
@@ -39,15 +41,6 @@ _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class HostPort:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class EndpointConfig:
     host: str
     port: int
@@ -57,7 +50,7 @@ class EndpointConfig:
     server_name: str | None = None
 
     def __str__(self) -> str:
-        return str(HostPort(host=self.host, port=self.port))
+        return format_hostport(self.host, self.port)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -267,19 +260,6 @@ def load(
 
 def with_endpoints(config: Config, endpoints: tuple[EndpointConfig, ...]) -> Config:
     return replace(config, endpoints=endpoints)
-
-
-def parse_hostport(text: str, *, key: str, bind: bool = False) -> HostPort:
-    """``HOST:PORT`` or ``[IPV6]:PORT``; port 0 (any free port) only for ``bind``."""
-    text = str(text).strip()
-    match = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:\[\]]+):(\d+)", text)
-    if not match:
-        raise ConfigError(f"{key}: {text!r} is not HOST:PORT (IPv6 as [ADDR]:PORT)", key=key)
-    host = match.group(1) or match.group(3)
-    port = int(match.group(2) or match.group(4))
-    if not (0 if bind else 1) <= port < 65536:
-        raise ConfigError(f"{key}: port {port} in {text!r} is not between 1 and 65535", key=key)
-    return HostPort(host=host, port=port)
 
 
 def _reject_unknown(doc: Mapping[str, Any]) -> None:

@@ -37,28 +37,22 @@ import socket
 import ssl
 import sys
 import termios
-from bisect import bisect_right
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from itertools import accumulate
-from operator import add
-from typing import Final, Literal, NamedTuple
+from typing import Final, NamedTuple
 
 import trio
 
+from relay.addresses import format_hostport, parse_hostport
 from relay.backoff import RetryState, after_failure, after_success, back_to_primary, reconnect_delay
 from relay.errors import ConfigError, EndpointError
+from relay.framing import FRAMINGS, Framing, frame_lines, record_cuts
 from relay.spool import Position, Spool
 
 logger = logging.getLogger(__name__)
 
-Framing = Literal["newline", "octet-counting"]
-FRAMINGS: Final = ("newline", "octet-counting")
 
-# A TLS record carries at most 16 KiB of plaintext. Giving OpenSSL at most that much per write,
-# cut at line ends, makes every record hold whole lines.
-TLS_RECORD_PAYLOAD: Final = 16384
 _RECEIVE_BYTES: Final = 65536
 # Batches sent on a TLS 1.3 connection before the server's verdict on our certificate.
 _BATCHES_BEFORE_VERDICT: Final = 4
@@ -127,7 +121,7 @@ class Endpoint:
             )
 
     def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return format_hostport(self.host, self.port)
 
     @property
     def tls_name(self) -> str:
@@ -137,17 +131,8 @@ class Endpoint:
     @classmethod
     def parse(cls, text: str, *, server_name: str | None = None) -> Endpoint:
         """``host:port`` or ``[v6-address]:port``."""
-        host, sep, port = text.strip().rpartition(":")
-        if host.startswith("[") and host.endswith("]"):
-            host = host[1:-1]
-        elif ":" in host:
-            sep = ""  # a bare IPv6 address: the port is ambiguous
-        if not sep or not host or not port.isdigit():
-            raise ConfigError(
-                f"endpoint {text!r} is not HOST:PORT (write IPv6 addresses as [ADDR]:PORT)",
-                key="endpoint",
-            )
-        return cls(host=host, port=int(port), server_name=server_name)
+        parsed = parse_hostport(text, key="endpoint")
+        return cls(host=parsed.host, port=parsed.port, server_name=server_name)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -248,66 +233,6 @@ class ForwarderStats:
 
 # --------------------------------------------------------------------------------------------
 # Pure helpers
-
-
-class _OctetPrefixes(dict[int, bytes]):
-    """``b"LEN "`` per line length, made once: lines of a site have few distinct lengths,
-    and a dict lookup inside ``map`` keeps framing out of per-line Python code."""
-
-    def __missing__(self, length: int) -> bytes:
-        prefix = b"%d " % length
-        if len(self) < 1 << 16:
-            self[length] = prefix
-        return prefix
-
-
-_OCTET_PREFIX = _OctetPrefixes()
-
-
-def frame_lines(lines: Sequence[bytes], framing: Framing) -> bytes:
-    """The wire bytes for ``lines`` (spool lines carry no framing)."""
-    if not lines:
-        return b""
-    if framing == "newline":
-        return b"\n".join(lines) + b"\n"
-    parts: list[bytes] = [b""] * (2 * len(lines))
-    parts[0::2] = map(_OCTET_PREFIX.__getitem__, map(len, lines))
-    parts[1::2] = lines
-    return b"".join(parts)
-
-
-def record_cuts(
-    data: bytes, lines: Sequence[bytes], framing: Framing, limit: int = TLS_RECORD_PAYLOAD
-) -> list[int]:
-    """End offsets that cut ``data`` (= ``frame_lines(lines, framing)``) into pieces of whole
-    lines, each at most ``limit`` bytes unless one line alone is longer.
-
-    The last cut is ``len(data)``.
-    """
-    total = len(data)
-    cuts: list[int] = []
-    start = 0
-    if framing == "newline":
-        # Lines never contain a newline, so the last newline inside the window ends a line;
-        # searching the joined bytes keeps this out of per-line Python code.
-        while start < total:
-            if total - start <= limit:
-                cuts.append(total)
-                break
-            nl = data.rfind(b"\n", start, start + limit)
-            end = nl + 1 if nl >= 0 else data.index(b"\n", start + limit) + 1
-            cuts.append(end)
-            start = end
-        return cuts
-    lengths = list(map(len, lines))
-    framed = map(add, lengths, map(len, map(_OCTET_PREFIX.__getitem__, lengths)))
-    ends = list(accumulate(framed))
-    while start < total:
-        fit = bisect_right(ends, start + limit)
-        end = ends[fit - 1] if fit and ends[fit - 1] > start else ends[bisect_right(ends, start)]
-        cuts.append(end)
-        start = end
-    return cuts
 
 
 def describe_tls_failure(exc: ssl.SSLError, endpoint: Endpoint) -> str:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from relay.addresses import exporter_address
 from relay.allow import AllowList
 from relay.errors import DecodeError
 from relay.logs import RateLimiter
 from relay.metrics import RelayMetrics
 from relay.netflow import SUPPORTED_VERSIONS
-from relay.offline import exporter_address
 from relay.render import Renderer
 from relay.sequence import SequenceTracker
 

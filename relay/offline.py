@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
+from relay.addresses import exporter_address
 from relay.errors import DecodeError
 from relay.pcap import CaptureError, UdpDatagram, Unreadable, is_capture, read_capture
 from relay.render import Renderer
@@ -19,18 +19,6 @@ class DecodeSummary:
     records: int
     invalid: int
     unreadable_files: int
-
-
-def exporter_address(address: str) -> str:
-    """The exporter as it appears in a line: IPv4-mapped IPv6 (a dual-stack socket's view
-    of an IPv4 exporter) is shown as plain IPv4."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return str(ip)
 
 
 def decode_files(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import trio
 
-from relay.config import HostPort
+from relay.addresses import HostPort
 from relay.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Flow records → syslog lines (sans-IO), and the wire framing of those lines.
+"""Flow records → syslog lines (sans-IO); the wire framing is :mod:`relay.framing`.
 
 One line per flow: ``<PRI>Mmm dd HH:MM:SS HOST TAG: BODY`` (Devo/Logtrust style, RFC 3164
 shape) or ``<PRI>1 ISO-TIMESTAMP HOST TAG - - - BODY`` (RFC 5424). HOST is the exporter's
@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import struct
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,11 +26,9 @@ from relay.netflow.model import EXTRA_KEYS, HEADER_KEYS, RECORD_KEYS, Packet, Pa
 
 Header = Literal["rfc3164", "rfc5424"]
 Body = Literal["json", "kv"]
-Framing = Literal["newline", "octet-counting"]
 
 HEADERS: tuple[Header, ...] = ("rfc3164", "rfc5424")
 BODIES: tuple[Body, ...] = ("json", "kv")
-FRAMINGS: tuple[Framing, ...] = ("newline", "octet-counting")
 DEFAULT_TAG = "netstat.netflow.lt"
 DEFAULT_PRI = 14  # facility user (1) * 8 + severity informational (6)
 
@@ -278,19 +276,3 @@ def rfc3164_timestamp(secs: int) -> str:
     """``Mmm dd HH:MM:SS`` in UTC; the day of month is space-padded (``Nov  3``)."""
     t = time.gmtime(secs)
     return f"{_MONTHS[t.tm_mon - 1]} {t.tm_mday:2d} {time.strftime('%H:%M:%S', t)}"
-
-
-def frame(lines: Iterable[bytes], framing: Framing) -> bytes:
-    """The bytes that go on the wire for ``lines``: newline-terminated (the default, what most
-    receivers expect) or octet-counted (RFC 5425/6587: ``LEN SP LINE``)."""
-    if framing == "newline":
-        return b"".join([line + b"\n" for line in lines])
-    return b"".join([b"%d %b" % (len(line), line) for line in lines])
-
-
-def framed_size(lines: Sequence[bytes], framing: Framing) -> int:
-    """Length of ``frame(lines, framing)`` without building it."""
-    total = sum(map(len, lines))
-    if framing == "newline":
-        return total + len(lines)
-    return total + sum(len(str(len(line))) + 1 for line in lines)

@@ -20,7 +20,8 @@ from functools import partial
 
 import trio
 
-from relay.config import Config, HostPort
+from relay.addresses import HostPort
+from relay.config import Config
 from relay.metrics import Family, render_families, serve_http
 
 log = logging.getLogger(__name__)

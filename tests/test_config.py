@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 from support.relayproc import REPO
 
+from relay.addresses import HostPort
 from relay.certs import TlsFiles, issue_certificate
-from relay.config import DEFAULT_ALLOW, SCHEMA, HostPort, Overrides, load
+from relay.config import DEFAULT_ALLOW, SCHEMA, Overrides, load
 from relay.errors import ConfigError
 from relay.spool import Spool
 

@@ -6,7 +6,7 @@ import socket
 
 import trio
 
-from relay.config import HostPort
+from relay.addresses import HostPort
 from relay.receiver import BURST, UdpReceiver, open_udp_socket
 
 

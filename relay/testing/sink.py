@@ -1,11 +1,10 @@
 """A TLS (or plain TCP) syslog receiver: the platform's stand-in for the demo, tests, benchmarks.
 
-:class:`FrameDecoder` is the sans-IO part: bytes in, syslog messages out, both RFC 6587
-framings (octet-counting when a frame starts with a digit, else newline-terminated).
-:class:`SyslogSink` is the trio service around it. Besides receiving, it can misbehave the way
-a real platform does, on demand: read slowly (``read_delay``), reset every connection
-(``reset_connections``), stop abruptly (cancel ``run``) or gracefully (``stop``), and come back
-on the same port (a new sink; the listening socket uses SO_REUSEADDR).
+:class:`SyslogSink` is a trio service around :class:`relay.framing.FrameDecoder`. Besides
+receiving, it can misbehave the way a real platform does, on demand: read slowly
+(``read_delay``), reset every connection (``reset_connections``), stop abruptly (cancel
+``run``) or gracefully (``stop``), and come back on the same port (a new sink; the listening
+socket uses SO_REUSEADDR).
 
 Counting is exact and happens synchronously right after each read returns, so a line that
 was read is counted exactly once whatever cancels the sink afterwards.
@@ -17,7 +16,6 @@ import contextlib
 import errno
 import ipaddress
 import logging
-import re
 import socket as stdlib_socket
 import ssl
 import struct
@@ -26,103 +24,15 @@ from dataclasses import dataclass
 
 import trio
 
+from relay.addresses import format_hostport
+from relay.framing import FrameDecoder, FrameError
+
 logger = logging.getLogger(__name__)
 
-# RFC 5425 allows messages up to 2 GB; a sink that buffered that much for one frame would be a
-# memory bomb, so frames beyond this are a framing error (rsyslog's default limit is 8 KiB).
-DEFAULT_MAX_FRAME = 1 << 20
-_MAX_DIGITS = len(str(DEFAULT_MAX_FRAME)) + 2
-# A newline-framed run ends early where a frame starting with a digit (octet-counted) begins.
-_DIGIT_AFTER_LF = re.compile(rb"\n[0-9]")
 _HANDSHAKE_TIMEOUT = 10.0
 _LISTEN_BACKLOG = 128
 # Connections that a handler closes politely get this long for close_notify.
 _CLOSE_TIMEOUT = 1.0
-
-
-class FrameError(Exception):
-    """The byte stream is not RFC 6587 framing; ``lines`` holds the frames decoded before."""
-
-    def __init__(self, message: str, *, lines: list[bytes]) -> None:
-        self.lines = lines
-        super().__init__(message)
-
-
-class FrameDecoder:
-    """Split a syslog byte stream into messages, both RFC 6587 framings, fed in any pieces.
-
-    A frame that starts with a digit is octet-counted (``LEN SP MSG``, MSG may hold newlines);
-    any other frame runs to the next LF. Messages come out without framing; empty
-    newline-framed messages (blank lines) are skipped.
-    """
-
-    __slots__ = ("_buffer", "_max_frame")
-
-    def __init__(self, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
-        self._buffer = bytearray()
-        self._max_frame = max_frame
-
-    @property
-    def pending(self) -> int:
-        """Bytes held of a frame that has not been completed yet."""
-        return len(self._buffer)
-
-    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
-        """Add ``data``; return every message completed by it, in order.
-
-        Raises :class:`FrameError` on an octet count that is not a number or too large, or a
-        newline-framed message longer than the limit; the decoder is unusable afterwards.
-        """
-        buf = self._buffer
-        buf += data
-        out: list[bytes] = []
-        pos = 0
-        end = len(buf)
-        try:
-            while pos < end:
-                first = buf[pos]
-                if 0x30 <= first <= 0x39:
-                    space = buf.find(b" ", pos, pos + _MAX_DIGITS + 1)
-                    if space < 0:
-                        if end - pos > _MAX_DIGITS or not buf[pos:end].isdigit():
-                            raise self._error(f"octet count {bytes(buf[pos : pos + 12])!r}", out)
-                        break
-                    digits = buf[pos:space]
-                    if not digits.isdigit():
-                        raise self._error(f"octet count {bytes(digits)!r} is not a number", out)
-                    length = int(digits)
-                    if length > self._max_frame:
-                        raise self._error(
-                            f"octet count {length} exceeds the {self._max_frame}-byte limit", out
-                        )
-                    stop = space + 1 + length
-                    if stop > end:
-                        break
-                    if length:
-                        out.append(bytes(buf[space + 1 : stop]))
-                    pos = stop
-                else:
-                    last_lf = buf.rfind(b"\n", pos)
-                    if last_lf < 0:
-                        if end - pos > self._max_frame:
-                            raise self._error(
-                                f"a newline-framed message exceeds the {self._max_frame}-byte "
-                                "limit",
-                                out,
-                            )
-                        break
-                    # Every frame in buf[pos:last_lf] is newline-framed up to the first one that
-                    # starts with a digit: split that whole run at C speed.
-                    match = _DIGIT_AFTER_LF.search(buf, pos, last_lf)
-                    cut = match.start() if match else last_lf
-                    out.extend(line for line in bytes(buf[pos:cut]).split(b"\n") if line)
-                    pos = cut + 1
-        finally:
-            del buf[:pos]
-        return out
-
-    def _error(self, what: str, out: list[bytes]) -> FrameError:
-        return FrameError(f"bad syslog framing: {what}", lines=out)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -330,7 +240,7 @@ class SyslogSink:
         self._accepted += 1
         try:
             host, port = stream.socket.getpeername()[:2]
-            peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            peer = format_hostport(host, port)
         except OSError:
             peer = "?"
         connection = _Connection(

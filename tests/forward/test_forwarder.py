@@ -30,15 +30,8 @@ from support.rsyslog import free_port
 
 from relay.certs import TlsFiles, client_context, issue_certificate, make_test_ca, server_context
 from relay.errors import ConfigError
-from relay.forward import (
-    TLS_RECORD_PAYLOAD,
-    Endpoint,
-    Forwarder,
-    ForwarderConfig,
-    _Throttle,
-    frame_lines,
-    record_cuts,
-)
+from relay.forward import Endpoint, Forwarder, ForwarderConfig, _Throttle
+from relay.framing import TLS_RECORD_PAYLOAD, frame_lines, record_cuts
 from relay.spool import FsyncPolicy, Spool
 from relay.testing.sink import SyslogSink
 

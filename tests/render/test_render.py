@@ -29,8 +29,10 @@ from support.netflow_builder import (
 from support.syslog import parse_line
 
 from relay.errors import DecodeError
+from relay.framing import Framing, framed_size
+from relay.framing import frame_lines as frame
 from relay.netflow import Packet, decode
-from relay.render import Body, Framing, Renderer, RenderOptions, frame, framed_size
+from relay.render import Body, Renderer, RenderOptions
 from relay.render import Header as HeaderStyle
 
 # SPEC's key list, in SPEC's order, then each version's extras.

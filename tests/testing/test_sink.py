@@ -14,7 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relay.certs import TlsFiles, client_context, server_context
-from relay.testing.sink import FrameDecoder, FrameError, SyslogSink
+from relay.framing import FrameDecoder, FrameError
+from relay.testing.sink import SyslogSink
 
 LINE = b'<14>Nov 22 12:34:56 10.0.0.1 netstat.netflow.lt: {"version":5,"bytes":1500}'
 

@@ -1,6 +1,6 @@
 """End-to-end benchmark: NetFlow v5 over UDP → ``relay run`` → TLS endpoint on loopback.
 
-    python bench/e2e.py [--endpoints openssl,rsyslog] [--seconds 30] [--search-seconds 10]
+    python -m bench.e2e [--endpoints openssl,rsyslog] [--seconds 30] [--search-seconds 10]
                         [--start-rate 25000] [--outage-seconds 60] [--skip ...] [--quick]
 
 Every part runs as its own process on this machine: the TLS endpoint, ``python -m relay run``
@@ -65,18 +65,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from bench.loadgen import RECORDS, build_pool
+from relay.certs import TlsFiles, issue_certificate, make_test_ca
+from relay.netflow import decode
+from relay.render import Renderer
+from relay.testing.ports import free_port
+from relay.testing.process import RelayProcess, tls_args
+from relay.testing.rsyslog import Rsyslog, find_rsyslogd, tls_driver
+
 ROOT = Path(__file__).resolve().parent.parent
-for _p in (str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-
-from support.relayproc import RelayProcess, tls_args  # noqa: E402
-from support.rsyslog import Rsyslog, find_rsyslogd, free_port, tls_driver  # noqa: E402
-
-from bench.loadgen import RECORDS, build_pool  # noqa: E402
-from relay.certs import TlsFiles, issue_certificate, make_test_ca  # noqa: E402
-from relay.netflow import decode  # noqa: E402
-from relay.render import Renderer  # noqa: E402
+# The load generator runs as its own process: `python -m bench.loadgen` from the checkout.
+LOADGEN = [sys.executable, "-m", "bench.loadgen"]
 
 LOOPBACK = "127.0.0.1"
 _SEQUENCE_RE = re.compile(rb'"flow_sequence":(\d+)')
@@ -429,7 +428,7 @@ class Bench:
     ) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [
-                sys.executable, str(ROOT / "bench" / "loadgen.py"),
+                *LOADGEN,
                 "--to", f"{LOOPBACK}:{port}", "--rate", str(rate),
                 "--seconds", str(seconds), "--times", str(times),
                 # Several exporters (source ports) so that SO_REUSEPORT spreads them.
@@ -668,7 +667,7 @@ def nfcapd_trial(work: Path, rate: float, seconds: float) -> Trial:
             time.sleep(0.05)
         generator = subprocess.run(
             [
-                sys.executable, str(ROOT / "bench" / "loadgen.py"),
+                *LOADGEN,
                 "--to", f"{LOOPBACK}:{port}", "--rate", str(rate), "--seconds", str(seconds),
             ],
             capture_output=True, check=True,
@@ -897,7 +896,7 @@ def main() -> None:
     if "rsyslog" in kinds and (find_rsyslogd() is None or tls_driver() is None):
         log("rsyslogd with a TLS driver is not installed: rsyslog skipped")
         kinds.remove("rsyslog")
-    command = "python bench/e2e.py " + " ".join(sys.argv[1:])
+    command = "python -m bench.e2e " + " ".join(sys.argv[1:])
     started = datetime.datetime.now(datetime.UTC)
     work = Path(tempfile.mkdtemp(prefix="flowrelay-e2e-", dir=args.work))
     try:
@@ -905,7 +904,7 @@ def main() -> None:
         report: list[str] = []
         generator = json.loads(
             subprocess.run(
-                [sys.executable, str(ROOT / "bench" / "loadgen.py"), "--max-rate",
+                [*LOADGEN, "--max-rate",
                  "--seconds", "2"],
                 capture_output=True, check=True,
             ).stdout

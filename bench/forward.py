@@ -1,6 +1,6 @@
 """Forwarding throughput: spool -> TLS -> receiver on loopback, 400-byte lines.
 
-    python bench/forward.py [--lines N] [--size BYTES] [--target sink|rsyslog|both]
+    python -m bench.forward [--lines N] [--size BYTES] [--target sink|rsyslog|both]
                             [--framing newline|octet-counting] [--driver ossl|gtls]
                             [--profile FILE]
 
@@ -27,25 +27,19 @@ from pathlib import Path
 
 import trio
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from support.rsyslog import Rsyslog  # noqa: E402  (tests/rsyslog.py: the rsyslogd fixture)
-
-from relay.certs import (  # noqa: E402
+from relay.certs import (
     TlsFiles,
     client_context,
     issue_certificate,
     make_test_ca,
 )
-from relay.forward import Endpoint, Forwarder, ForwarderConfig  # noqa: E402
-from relay.framing import Framing  # noqa: E402
-from relay.spool import FsyncPolicy, Spool  # noqa: E402
+from relay.forward import Endpoint, Forwarder, ForwarderConfig
+from relay.framing import Framing
+from relay.spool import FsyncPolicy, Spool
+from relay.testing.rsyslog import Rsyslog
 
 _SINK_CHILD = """
 import sys, trio
-sys.path.insert(0, {root!r})
 from pathlib import Path
 from relay.certs import server_context
 from relay.testing.sink import SyslogSink
@@ -119,7 +113,7 @@ async def bench_sink(
 ) -> None:
     spool = fill_spool(directory / "spool-sink", args.lines, args.size)
     code = _SINK_CHILD.format(
-        root=str(ROOT), cert=str(server.cert), key=str(server.key), ca=str(tls.ca), lines=args.lines
+        cert=str(server.cert), key=str(server.key), ca=str(tls.ca), lines=args.lines
     )
     # Started once, before anything is timed.
     process = subprocess.Popen(  # noqa: ASYNC220

@@ -1,9 +1,9 @@
 """A NetFlow v5 load generator for the end-to-end benchmark: a separate process that sends
 pre-built full datagrams (30 records) with consecutive flow sequences at a fixed rate.
 
-    python bench/loadgen.py --to 127.0.0.1:PORT --rate RECORDS_PER_S --seconds S
+    python -m bench.loadgen --to 127.0.0.1:PORT --rate RECORDS_PER_S --seconds S
                             [--times FILE] [--first-sequence N] [--sockets N]
-    python bench/loadgen.py --max-rate [--seconds S]
+    python -m bench.loadgen --max-rate [--seconds S]
 
 The datagrams are built once by ``relay.testing.synth`` (a pool of 1,000 distinct ones); only the
 header's ``flow_sequence`` is patched before each send, so the sender's cost per datagram is
@@ -32,15 +32,10 @@ import json
 import random
 import socket
 import struct
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from relay.testing.synth import SyntheticExporter  # noqa: E402
+from relay.testing.synth import SyntheticExporter
 
 RECORDS = 30  # a full v5 datagram
 POOL = 1000

@@ -184,7 +184,7 @@ class SyslogSink:
             self._abort(connection)
 
     # A timeout argument (ASYNC109) keeps the many test call sites to one readable line.
-    async def wait_lines(self, n: int, *, timeout: float) -> None:  # noqa: ASYNC109
+    async def wait_lines(self, n: int, *, timeout: float) -> None:
         """Wait until at least ``n`` lines have arrived; TimeoutError says how many did."""
         with trio.move_on_after(timeout):
             while self._lines < n:
@@ -196,7 +196,7 @@ class SyslogSink:
         self,
         predicate: Callable[[SinkStats], bool],
         *,
-        timeout: float,  # noqa: ASYNC109
+        timeout: float,
         what: str = "condition",
     ) -> SinkStats:
         """Wait until ``predicate(statistics())`` holds (checked after every change)."""

@@ -26,13 +26,13 @@ import pytest
 import trio
 from hypothesis import given
 from hypothesis import strategies as st
-from support.rsyslog import free_port
 
 from relay.certs import TlsFiles, client_context, issue_certificate, make_test_ca, server_context
 from relay.errors import ConfigError
 from relay.forward import Endpoint, Forwarder, ForwarderConfig, _Throttle
 from relay.framing import TLS_RECORD_PAYLOAD, frame_lines, record_cuts
 from relay.spool import FsyncPolicy, Spool
+from relay.testing.ports import free_port
 from relay.testing.sink import SyslogSink
 
 LINE_BYTES = 200

@@ -19,7 +19,7 @@ import pytest
 
 from bench import e2e
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl CLI is needed")
@@ -65,10 +65,10 @@ def test_load_generator_spreads_over_its_sockets() -> None:
         port = sink.getsockname()[1]
         run = subprocess.run(
             [
-                sys.executable, str(BENCH / "loadgen.py"), "--to", f"127.0.0.1:{port}",
+                sys.executable, "-m", "bench.loadgen", "--to", f"127.0.0.1:{port}",
                 "--rate", "3000", "--seconds", "0.2", "--sockets", "3",
             ],
-            capture_output=True, check=True, timeout=30,
+            capture_output=True, check=True, timeout=30, cwd=REPO,
         )  # fmt: skip
         sent = json.loads(run.stdout)
         sources = []

@@ -202,7 +202,7 @@ async def test_async_wait_and_restart(
 
 
 def test_missing_rsyslogd_is_explained(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr("support.rsyslog.find_rsyslogd", lambda: None)
+    monkeypatch.setattr("relay.testing.rsyslog.find_rsyslogd", lambda: None)
     files = TlsFiles(ca=tmp_path, cert=tmp_path, key=tmp_path)
     with pytest.raises(FileNotFoundError, match="apt-get install rsyslog"):
         Rsyslog(tmp_path, files)

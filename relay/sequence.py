@@ -14,11 +14,11 @@ one beyond that evicts the least recently seen, and :meth:`SequenceTracker.expir
 streams silent for ``idle_timeout``. Forgetting a stream settles its gaps by the same rule
 as the hold: a gap held for ``hold`` seconds is lost, and is counted; a younger one may
 still be filled by a late datagram that can no longer be matched, so it is counted neither
-as lost nor as delivered, but as ``flows_unsettled`` (loss is never over-counted; what
-could not be decided is said, not hidden). A forgotten stream that comes back starts again
-from its next datagram, like a new one (or one after a restart of the relay): loss while it
-was forgotten is not counted, and if that datagram was a reordered one, the next in-order
-datagram can open a gap that is counted, as for any new stream.
+as lost nor as delivered, but as ``flows_unsettled`` (no loss is counted for flows that may
+still come; what could not be decided is said, not hidden). A forgotten stream that comes
+back starts again from its next datagram, like a new one (or one after a restart of the
+relay): loss while it was forgotten is not counted, and if that datagram was a reordered
+one, the next in-order datagram can open a gap that is counted, as for any new stream.
 """
 
 from __future__ import annotations

@@ -130,6 +130,17 @@ class RelayMetrics:
         self.flows_lost = r.family(
             "flowrelay_flows_lost_total", "counter", "Flows missing from flow_sequence gaps"
         )
+        self.sequence_streams = r.family(
+            "flowrelay_sequence_streams",
+            "gauge",
+            "Exporter streams (exporter, version, engine) whose flow_sequence is tracked",
+        )
+        self.sequence_streams_evicted = r.family(
+            "flowrelay_sequence_streams_evicted_total",
+            "counter",
+            "Sequence streams forgotten: cap (room for a new one) or idle (silent too long)",
+            labelled=True,
+        )
         self.udp_kernel_drops = r.family(
             "flowrelay_udp_kernel_drops_total",
             "counter",

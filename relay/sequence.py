@@ -6,10 +6,24 @@ larger value is a gap. A gap is not counted at once: UDP reorders, and the late 
 fills it. Gaps are held for ``hold`` seconds (or until too many are open) and only then
 counted as lost. A value far below or far above the expected one is an exporter restart
 (or a counter reset), not loss.
+
+The streams are bounded, because a stream's key comes from the datagram: any host on the
+LAN can forge UDP sources and engine IDs, and one stream per forged identity kept for ever
+grew the relay without limit (issue 10, item 3). At most ``max_streams`` are kept; a new
+one beyond that evicts the least recently seen, and :meth:`SequenceTracker.expire` drops
+streams silent for ``idle_timeout``. Forgetting a stream settles its gaps by the same rule
+as the hold: a gap held for ``hold`` seconds is lost, and is counted; a younger one may
+still be filled by a late datagram that can no longer be matched, so it is counted neither
+as lost nor as delivered, but as ``flows_unsettled`` (no loss is counted for flows that may
+still come; what could not be decided is said, not hidden). A forgotten stream that comes
+back starts again from its next datagram, like a new one (or one after a restart of the
+relay): loss while it was forgotten is not counted, and if that datagram was a reordered
+one, the next in-order datagram can open a gap that is counted, as for any new stream.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 _MOD = 1 << 32
@@ -17,13 +31,31 @@ _HALF = 1 << 31
 
 StreamKey = tuple[str, int, int, int]  # exporter, version, engine_type, engine_id
 
+# 16,384 streams: far more exporter engines than a site has, and about 4 MB (a stream costs
+# some 210 bytes: 262,144 forged identities grew the unbounded relay by 52-55 MB).
+DEFAULT_MAX_STREAMS = 16_384
+# Exporters send at least every active timeout (Cisco: 30 min at most, usually 1 min); a
+# stream silent for 10 minutes is more likely gone than paused, and costs nothing to relearn.
+DEFAULT_IDLE_TIMEOUT = 600.0
+
 
 @dataclass(slots=True)
 class _Stream:
     expected: int
+    last_seen: float
     # Open gaps as [start, end) in sequence space (unwrapped offsets from ``expected``'s era
     # are avoided by storing absolute mod-2**32 values and comparing with signed deltas).
     gaps: list[tuple[int, int, float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SequenceStatistics:
+    """A snapshot of the tracker's bound: what it holds and what it has forgotten."""
+
+    streams: int  # tracked now (never more than max_streams)
+    streams_evicted: int  # forgotten to make room for a new stream (the cap)
+    streams_expired: int  # forgotten after idle_timeout without a datagram
+    flows_unsettled: int  # in gaps younger than hold when their stream was forgotten
 
 
 def _delta(a: int, b: int) -> int:
@@ -32,21 +64,44 @@ def _delta(a: int, b: int) -> int:
 
 
 class SequenceTracker:
+    """Per-stream gap accounting, bounded in streams; ``now`` must not go backwards."""
+
     def __init__(
-        self, *, hold: float = 2.0, max_gaps: int = 64, reset_window: int = 1 << 20
+        self,
+        *,
+        hold: float = 2.0,
+        max_gaps: int = 64,
+        reset_window: int = 1 << 20,
+        max_streams: int = DEFAULT_MAX_STREAMS,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
     ) -> None:
+        if max_streams < 1:
+            raise ValueError(f"max_streams must be at least 1, not {max_streams}")
         self._hold = hold
         self._max_gaps = max_gaps
         self._reset_window = reset_window
-        self._streams: dict[StreamKey, _Stream] = {}
+        self._max_streams = max_streams
+        self._idle_timeout = idle_timeout
+        # Least recently seen first: eviction and idle expiry both take from the front.
+        self._streams: OrderedDict[StreamKey, _Stream] = OrderedDict()
+        self._evicted = 0
+        self._expired = 0
+        self._unsettled = 0
 
     def observe(self, key: StreamKey, sequence: int, count: int, now: float) -> int:
         """Account one datagram; returns the flows newly counted as lost."""
         stream = self._streams.get(key)
         end = (sequence + count) % _MOD
         if stream is None:
-            self._streams[key] = _Stream(expected=end)
-            return 0
+            lost = 0
+            if len(self._streams) >= self._max_streams:
+                _, oldest = self._streams.popitem(last=False)
+                self._evicted += 1
+                lost = self._forget(oldest, now)
+            self._streams[key] = _Stream(expected=end, last_seen=now)
+            return lost
+        stream.last_seen = now
+        self._streams.move_to_end(key)
         ahead = _delta(sequence, stream.expected)
         if ahead == 0:
             stream.expected = end
@@ -70,8 +125,17 @@ class SequenceTracker:
         return self._expire(stream, now)
 
     def expire(self, now: float) -> int:
-        """Count gaps older than ``hold``; call periodically so quiet streams settle."""
-        return sum(self._expire(s, now) for s in self._streams.values())
+        """Count gaps older than ``hold`` and forget streams idle for ``idle_timeout``; call
+        periodically so quiet streams settle."""
+        lost = 0
+        while self._streams:
+            key, oldest = next(iter(self._streams.items()))
+            if now - oldest.last_seen < self._idle_timeout:
+                break
+            del self._streams[key]
+            self._expired += 1
+            lost += self._forget(oldest, now)
+        return lost + sum(self._expire(s, now) for s in self._streams.values())
 
     def flush(self) -> int:
         """Count every open gap (shutdown)."""
@@ -83,6 +147,33 @@ class SequenceTracker:
 
     def open_gaps(self) -> int:
         return sum(len(s.gaps) for s in self._streams.values())
+
+    def pending(self, key: StreamKey) -> int:
+        """Flows in this stream's open gaps, not yet counted either way (0 if untracked)."""
+        stream = self._streams.get(key)
+        return 0 if stream is None else sum(_delta(e, s) for s, e, _ in stream.gaps)
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._streams
+
+    def statistics(self) -> SequenceStatistics:
+        return SequenceStatistics(
+            streams=len(self._streams),
+            streams_evicted=self._evicted,
+            streams_expired=self._expired,
+            flows_unsettled=self._unsettled,
+        )
+
+    def _forget(self, stream: _Stream, now: float) -> int:
+        """Settle a stream being dropped: its gaps past the hold are lost, the rest unsettled."""
+        if not stream.gaps:
+            return 0
+        lost = self._expire(stream, now)
+        self._unsettled += sum(_delta(e, s) for s, e, _ in stream.gaps)
+        return lost
 
     def _expire(self, stream: _Stream, now: float) -> int:
         if not stream.gaps or now - stream.gaps[0][2] < self._hold:

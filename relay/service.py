@@ -28,6 +28,7 @@ from relay.ingest import Ingest
 from relay.metrics import RelayMetrics, serve_http
 from relay.receiver import UdpReceiver, open_udp_socket
 from relay.render import Renderer
+from relay.sequence import SequenceTracker
 from relay.spool import FsyncPolicy, Overflow, Spool
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,7 @@ async def _serve(
     send.close()
     stop = trio.Event()
     _register_collectors(metrics, spool, forwarder, receivers)
+    _register_sequence_collector(metrics, ingest.sequences)
     stats = _Stats(metrics, spool, forwarder)
 
     def health() -> tuple[bool, str]:
@@ -291,5 +293,15 @@ def _register_collectors(
         metrics.forward_reconnects.set(f.reconnects)
         metrics.endpoint_connected.set(1 if f.connected else 0)
         metrics.udp_kernel_drops.set(sum(r.kernel_drops() for r in receivers))
+
+    metrics.registry.add_collector(collect)
+
+
+def _register_sequence_collector(metrics: RelayMetrics, sequences: SequenceTracker) -> None:
+    def collect() -> None:
+        s = sequences.statistics()
+        metrics.sequence_streams.set(s.streams)
+        metrics.sequence_streams_evicted.set(s.streams_evicted, (("reason", "cap"),))
+        metrics.sequence_streams_evicted.set(s.streams_expired, (("reason", "idle"),))
 
     metrics.registry.add_collector(collect)

@@ -14,16 +14,22 @@ from relay.addresses import parse_hostport
 from relay.certs import check_files, issue_certificate, make_key_and_csr, make_test_ca
 from relay.config import Config, Overrides, load, parse_toml
 from relay.demo import run_demo
-from relay.errors import ConfigError, SpoolError, UsageError
+from relay.errors import (
+    EX_CONFIG,
+    EX_FAILURE,
+    EX_INTERRUPTED,
+    EX_OK,
+    EX_USAGE,
+    ConfigError,
+    SpoolError,
+    UsageError,
+)
 from relay.framing import FRAMINGS
 from relay.offline import decode_files
 from relay.render import BODIES, HEADERS, Renderer, RenderOptions
 from relay.sendtest import send_test
 from relay.service import run_relay
 from relay.workers import as_worker, run_supervisor
-
-EX_USAGE = 2
-EX_CONFIG = 78  # sysexits.h EX_CONFIG: systemd's RestartPreventExitStatus= stops the loop
 
 
 class _Parser(argparse.ArgumentParser):
@@ -167,13 +173,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     logs.configure(fmt=config.log_format, level=config.log_level)
     if args.worker_index is not None:
         trio.run(_run_worker, as_worker(config, args.worker_index))
-        return 0
+        return EX_OK
     if config.workers > 1:
         # Workers run with the supervisor's own arguments, so file and flags mean the same.
         raw: list[str] = args.raw_argv
         return trio.run(run_supervisor, config, raw[raw.index("run") + 1 :])
     trio.run(run_relay, config)
-    return 0
+    return EX_OK
 
 
 async def _run_worker(config: Config) -> None:
@@ -202,13 +208,13 @@ def _cmd_decode(args: argparse.Namespace) -> int:
         err=sys.stderr,
     )
     sys.stdout.flush()
-    return 1 if summary.unreadable_files else 0
+    return EX_FAILURE if summary.unreadable_files else EX_OK
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     logs.configure(fmt="text", level="warning")
     ok = trio.run(run_demo, sys.stdout)
-    return 0 if ok else 1
+    return EX_OK if ok else EX_FAILURE
 
 
 def _cmd_send_test(args: argparse.Namespace) -> int:
@@ -229,7 +235,7 @@ def _cmd_send_test(args: argparse.Namespace) -> int:
         f"records) to {target} in {result.seconds:.2f} s; check the relay's "
         "flowrelay_packets_received_total"
     )
-    return 0
+    return EX_OK
 
 
 def _cmd_certs(args: argparse.Namespace) -> int:
@@ -243,7 +249,7 @@ def _cmd_certs(args: argparse.Namespace) -> int:
 def _certs_request(args: argparse.Namespace) -> int:
     key, csr = make_key_and_csr(args.out, args.cn, organization=args.org)
     print(f"private key: {key} (keep it here, mode 0600)\nCSR: {csr} (send it to the platform)")
-    return 0
+    return EX_OK
 
 
 def _certs_make_ca(args: argparse.Namespace) -> int:
@@ -253,7 +259,7 @@ def _certs_make_ca(args: argparse.Namespace) -> int:
     client = issue_certificate(authority, args.out / "client", "client", server=False)
     print(f"CA: {authority.cert}")
     print(f"server: {server.cert} {server.key}\nclient: {client.cert} {client.key}")
-    return 0
+    return EX_OK
 
 
 def _certs_check(args: argparse.Namespace) -> int:
@@ -277,7 +283,7 @@ def _certs_check(args: argparse.Namespace) -> int:
     )
     for finding in findings:
         print(f"{finding.level:7} {finding.message}")
-    return 1 if any(f.level == "error" for f in findings) else 0
+    return EX_FAILURE if any(f.level == "error" for f in findings) else EX_OK
 
 
 COMMANDS = {
@@ -315,6 +321,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # `relay decode ... | head`: the reader left; not an error worth a traceback.
         sys.stderr.close()
-        return 0
+        return EX_OK
     except KeyboardInterrupt:
-        return 130
+        return EX_INTERRUPTED

@@ -22,11 +22,11 @@ import trio
 
 from relay.addresses import HostPort
 from relay.config import Config
+from relay.errors import EX_CONFIG, EX_OK
 from relay.metrics import Family, render_families, serve_http
 
 log = logging.getLogger(__name__)
 
-EX_CONFIG = 78
 READY_PREFIX = b"relay-worker-ready metrics_port="
 RESTART_DELAY = 1.0
 
@@ -94,7 +94,7 @@ async def run_supervisor(config: Config, argv: Sequence[str]) -> int:
             if worker.process is not None and worker.process.returncode is None:
                 worker.process.kill()
         nursery.cancel_scope.cancel()
-    return EX_CONFIG if config_error.is_set() else 0
+    return EX_CONFIG if config_error.is_set() else EX_OK
 
 
 async def _first_of(fn: Callable[[], Awaitable[None]], scope: trio.CancelScope) -> None:

@@ -10,6 +10,7 @@ loopback address, 127.0.0.2, plays an exporter outside the allow-list.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import signal
 import socket
@@ -548,3 +549,19 @@ async def test_sigterm_under_load_loses_nothing_received(
         f"exit took {exited_after:.2f} s after SIGTERM with forward.drain_timeout = "
         f"{drain_timeout:g} s"
     )
+
+
+async def test_verification_off_is_said_once_when_the_relay_starts(
+    tmp_path: Path, sink_context: Any, tls_client: TlsFiles, caplog: pytest.LogCaptureFixture
+) -> None:
+    document = {"forward": {"verify": False, "backoff_initial": 0.05, "backoff_max": 0.5}}
+    with caplog.at_level(logging.WARNING, logger="relay"):
+        async with (
+            running_sink(sink_context) as sink,
+            running_relay(relay_config(tmp_path, sink.port or 0, tls_client, document=document)),
+        ):
+            pass
+    said = [r for r in caplog.records if "verification" in r.getMessage().lower()]
+    assert len(said) == 1, [r.getMessage() for r in said]
+    assert said[0].levelno == logging.WARNING
+    assert "attacker" in said[0].getMessage()

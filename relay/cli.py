@@ -28,7 +28,7 @@ from relay.framing import FRAMINGS
 from relay.offline import decode_files
 from relay.render import BODIES, HEADERS, Renderer, RenderOptions
 from relay.sendtest import send_test
-from relay.service import run_relay
+from relay.service import hangup_ignored, run_relay
 from relay.workers import as_worker, run_supervisor
 
 
@@ -169,6 +169,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    with hangup_ignored():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     logs.configure(fmt=config.log_format, level=config.log_level)
     if args.worker_index is not None:

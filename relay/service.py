@@ -4,16 +4,18 @@ Data path: UDP receivers → (ingest: allow, decode+render) → bounded channel 
 → disk spool → forwarder → TLS endpoint. SIGTERM/SIGINT drain: receivers stop and hand over
 what the kernel already holds, the writer spools everything, the forwarder gets
 ``forward.drain_timeout`` to deliver, then every task is cancelled and the spool closed.
+SIGHUP is logged and changes nothing (see :func:`wait_for_stop_signal`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import socket
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -37,6 +39,8 @@ log = logging.getLogger(__name__)
 # buffer holds what arrives meanwhile; more room here would only hold more in memory.
 CHANNEL_BATCHES = 4
 WRITE_COALESCE_LINES = 8192
+# The signals that make the daemon drain and exit 0.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,7 +164,7 @@ async def _serve(
 
     async with trio.open_nursery() as nursery:
         if handle_signals:
-            nursery.start_soon(_wait_for_signal, stop)
+            await nursery.start(_stop_on_signal, stop)
         await nursery.start(forwarder.run)
         metrics_port = None
         if config.metrics is not None:
@@ -206,15 +210,54 @@ async def _serve(
         nursery.cancel_scope.cancel()
 
 
-async def _wait_for_signal(stop: trio.Event) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+async def wait_for_stop_signal(
+    *,
+    on_hangup: Callable[[], None] | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> signal.Signals:
+    """The daemon's signal handling, for ``relay run`` and the worker supervisor alike.
+
+    Returns at SIGTERM or SIGINT: the caller drains. SIGHUP, the usual "reload", is logged and
+    the relay carries on: without a handler it would end the process at once (status 129,
+    the active segment unsealed), and systemd counts death by SIGHUP as a clean exit, so
+    ``Restart=on-failure`` would not bring it back. ``on_hangup`` runs on each SIGHUP (the
+    supervisor passes it on to its workers). ``task_status.started()`` comes once the handlers
+    are in place.
+    """
+    with trio.open_signal_receiver(*STOP_SIGNALS, signal.SIGHUP) as signals:
+        task_status.started()
         async for signum in signals:
-            log.info(
-                "signal received: draining",
-                extra={"event": "signal", "signal": signal.Signals(signum).name},
-            )
-            stop.set()
-            return
+            name = signal.Signals(signum).name
+            if signum == signal.SIGHUP:
+                log.info(
+                    "SIGHUP received: nothing to reload yet, carrying on (certificate reload "
+                    "comes with the operations issue)",
+                    extra={"event": "sighup", "signal": name},
+                )
+                if on_hangup is not None:
+                    on_hangup()
+                continue
+            log.info("signal received: draining", extra={"event": "signal", "signal": name})
+            return signal.Signals(signum)
+    raise AssertionError("the signal receiver ended")  # pragma: no cover
+
+
+@contextlib.contextmanager
+def hangup_ignored() -> Iterator[None]:
+    """SIGHUP ignored until :func:`wait_for_stop_signal` takes over: a reload sent while the
+    relay is still starting (loading certificates, opening the spool) must not end it."""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+async def _stop_on_signal(
+    stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    await wait_for_stop_signal(task_status=task_status)
+    stop.set()
 
 
 async def _spool_writer(

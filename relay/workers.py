@@ -4,7 +4,8 @@ Each worker is a full ``relay run`` with its own sockets (SO_REUSEPORT: the kern
 datagrams over them by a hash of the source address and port, so one exporter's stream, and
 its flow_sequence, stays on one worker), its own spool directory (``SPOOL/worker-I``) and its
 own forwarder connection. The supervisor starts them, restarts one that crashes (with
-backoff), stops all of them on SIGTERM (each drains its own spool), exits 78 when a worker
+backoff), stops all of them on SIGTERM (each drains its own spool), passes SIGHUP on to
+them (signals are handled as ``relay run`` handles them), exits 78 when a worker
 reports a configuration error, and serves one ``/metrics`` that sums the workers' samples.
 """
 
@@ -24,6 +25,7 @@ from relay.addresses import HostPort
 from relay.config import Config
 from relay.errors import EX_CONFIG, EX_OK
 from relay.metrics import Family, render_families, serve_http
+from relay.service import wait_for_stop_signal
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +71,13 @@ async def run_supervisor(config: Config, argv: Sequence[str]) -> int:
             f"supervising {config.workers} workers",
             extra={"event": "workers_started", "workers": config.workers},
         )
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with trio.open_nursery() as waiter:
+        async with trio.open_nursery() as waiter:
 
-                async def on_signal() -> None:
-                    async for _ in signals:
-                        return
+            async def on_signal() -> None:
+                await wait_for_stop_signal(on_hangup=partial(_pass_hangup, workers))
 
-                async def on_config_error() -> None:
-                    await config_error.wait()
-
-                for fn in (on_signal, on_config_error):
-                    waiter.start_soon(_first_of, fn, waiter.cancel_scope)
+            for fn in (on_signal, config_error.wait):
+                waiter.start_soon(_first_of, fn, waiter.cancel_scope)
         stopping.set()
         for worker in workers:
             if worker.process is not None and worker.process.returncode is None:
@@ -97,7 +94,16 @@ async def run_supervisor(config: Config, argv: Sequence[str]) -> int:
     return EX_CONFIG if config_error.is_set() else EX_OK
 
 
-async def _first_of(fn: Callable[[], Awaitable[None]], scope: trio.CancelScope) -> None:
+def _pass_hangup(workers: Sequence[_Worker]) -> None:
+    """SIGHUP to each worker that is up: each reloads what is its own (the operations issue's
+    certificates). A worker still starting has no handler yet, and would die of it."""
+    for worker in workers:
+        process = worker.process
+        if worker.ready.is_set() and process is not None and process.returncode is None:
+            process.send_signal(signal.SIGHUP)
+
+
+async def _first_of(fn: Callable[[], Awaitable[object]], scope: trio.CancelScope) -> None:
     await fn()
     scope.cancel()
 

@@ -25,12 +25,12 @@ from relay.allow import AllowList
 from relay.certs import client_context
 from relay.config import Config
 from relay.errors import ConfigError
-from relay.forward import Endpoint, Forwarder, ForwarderConfig
+from relay.forward import Endpoint, Forwarder, ForwarderConfig, ForwarderStats
 from relay.ingest import Ingest
 from relay.metrics import RelayMetrics, serve_http
 from relay.receiver import UdpReceiver, open_udp_socket
 from relay.render import Renderer
-from relay.spool import FsyncPolicy, Overflow, Spool
+from relay.spool import FsyncPolicy, Overflow, Spool, SpoolStats
 
 log = logging.getLogger(__name__)
 
@@ -276,8 +276,35 @@ async def _spool_writer(
             metrics.lines_spooled.inc(accepted)
 
 
+def dropped_lines(s: SpoolStats) -> tuple[tuple[str, int], ...]:
+    """Every kind of line the spool drops, by the ``reason`` label of
+    ``flowrelay_lines_dropped_total``. The metric and the stats line's ``dropped=`` both read
+    this one list, so that the summary cannot leave a kind out (it once left out disk_full
+    and spool_corrupt)."""
+    return (
+        ("spool_full_drop_oldest", s.lines_dropped_oldest),
+        ("spool_full_drop_newest", s.lines_dropped_newest),
+        ("disk_full", s.lines_dropped_no_space),
+        ("spool_corrupt", s.lines_lost_corrupt),
+    )
+
+
+def stats_line(m: RelayMetrics, s: SpoolStats, f: ForwarderStats) -> str:
+    """The periodic one-line summary (also the ``stopped`` event's ``summary``)."""
+    received = sum(m.packets_received.values.values())
+    malformed = sum(m.packets_malformed.values.values())
+    dropped = sum(count for _, count in dropped_lines(s))
+    return (
+        f"received={int(received)} denied={int(m.packets_denied.get())} "
+        f"malformed={int(malformed)} records={int(m.records_decoded.get())} "
+        f"spooled={int(m.lines_spooled.get())} forwarded={f.lines_forwarded} "
+        f"pending={s.pending_lines} dropped={dropped} "
+        f"connected={int(f.connected)} kernel_drops={int(m.udp_kernel_drops.get())}"
+    )
+
+
 class _Stats:
-    """The periodic one-line summary."""
+    """The periodic one-line summary, from the running components."""
 
     def __init__(self, metrics: RelayMetrics, spool: Spool, forwarder: Forwarder) -> None:
         self._metrics = metrics
@@ -285,16 +312,7 @@ class _Stats:
         self._forwarder = forwarder
 
     def line(self) -> str:
-        m, s, f = self._metrics, self._spool.statistics(), self._forwarder.statistics()
-        received = sum(m.packets_received.values.values())
-        malformed = sum(m.packets_malformed.values.values())
-        return (
-            f"received={int(received)} denied={int(m.packets_denied.get())} "
-            f"malformed={int(malformed)} records={int(m.records_decoded.get())} "
-            f"spooled={int(m.lines_spooled.get())} forwarded={f.lines_forwarded} "
-            f"pending={s.pending_lines} dropped={s.lines_dropped_oldest + s.lines_dropped_newest} "
-            f"connected={int(f.connected)} kernel_drops={int(m.udp_kernel_drops.get())}"
-        )
+        return stats_line(self._metrics, self._spool.statistics(), self._forwarder.statistics())
 
 
 async def _housekeeping(
@@ -321,12 +339,7 @@ def _register_collectors(
         metrics.spool_bytes.set(s.disk_bytes)
         metrics.spool_pending_lines.set(s.pending_lines)
         metrics.spool_corrupt_frames.set(s.corrupt_frames)
-        for reason, value in (
-            ("spool_full_drop_oldest", s.lines_dropped_oldest),
-            ("spool_full_drop_newest", s.lines_dropped_newest),
-            ("disk_full", s.lines_dropped_no_space),
-            ("spool_corrupt", s.lines_lost_corrupt),
-        ):
+        for reason, value in dropped_lines(s):
             metrics.lines_dropped.set(value, (("reason", reason),))
         f = forwarder.statistics()
         metrics.lines_forwarded.set(f.lines_forwarded)

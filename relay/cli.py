@@ -29,7 +29,7 @@ from relay.offline import decode_files
 from relay.render import BODIES, HEADERS, Renderer, RenderOptions
 from relay.sendtest import send_test
 from relay.service import hangup_ignored, run_relay
-from relay.workers import as_worker, run_supervisor
+from relay.workers import run_supervisor, worker_config
 
 
 class _Parser(argparse.ArgumentParser):
@@ -137,35 +137,41 @@ def add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    """The file (if any) with the flags applied; ConfigError names the key or file."""
+def run_overrides(args: argparse.Namespace) -> Overrides:
+    """The ``relay run`` flags as configuration overrides (see :func:`add_run_flags`)."""
+    return Overrides(
+        listen=args.listen,
+        endpoints=args.endpoint,
+        ca=args.ca,
+        cert=args.cert,
+        key=args.key,
+        server_name=args.server_name,
+        spool=args.spool,
+        fsync=args.fsync,
+        metrics=args.metrics,
+        allow=args.allow,
+        framing=args.framing,
+        log_format=args.log_format,
+        workers=args.workers,
+    )
+
+
+def read_config(path: Path | None, overrides: Overrides) -> Config:
+    """The file (if any) with the overrides applied; ConfigError names the key or file."""
     document = {}
-    if args.config is not None:
+    if path is not None:
         try:
-            text = args.config.read_text()
+            text = path.read_text()
         except OSError as exc:
             raise ConfigError(
-                f"cannot read configuration file {args.config}: {exc.strerror or exc}"
+                f"cannot read configuration file {path}: {exc.strerror or exc}"
             ) from None
-        document = parse_toml(text, source=str(args.config))
-    return load(
-        document,
-        Overrides(
-            listen=args.listen,
-            endpoints=args.endpoint,
-            ca=args.ca,
-            cert=args.cert,
-            key=args.key,
-            server_name=args.server_name,
-            spool=args.spool,
-            fsync=args.fsync,
-            metrics=args.metrics,
-            allow=args.allow,
-            framing=args.framing,
-            log_format=args.log_format,
-            workers=args.workers,
-        ),
-    )
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"configuration file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+            ) from None
+        document = parse_toml(text, source=str(path))
+    return load(document, overrides)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -174,15 +180,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
-    logs.configure(fmt=config.log_format, level=config.log_level)
     if args.worker_index is not None:
-        trio.run(_run_worker, as_worker(config, args.worker_index))
+        # The supervisor's resolved configuration, on stdin (see relay.workers).
+        config = worker_config(sys.stdin.read(), args.worker_index)
+        logs.configure(fmt=config.log_format, level=config.log_level)
+        trio.run(_run_worker, config)
         return EX_OK
+    config = read_config(args.config, run_overrides(args))
+    logs.configure(fmt=config.log_format, level=config.log_level)
     if config.workers > 1:
-        # Workers run with the supervisor's own arguments, so file and flags mean the same.
-        raw: list[str] = args.raw_argv
-        return trio.run(run_supervisor, config, raw[raw.index("run") + 1 :])
+        return trio.run(run_supervisor, config)
     trio.run(run_relay, config)
     return EX_OK
 
@@ -272,12 +279,8 @@ def _certs_check(args: argparse.Namespace) -> int:
     cert: str | Path | None = args.cert
     key: str | Path | None = args.key
     if args.config is not None:
-        run_args = argparse.Namespace(
-            config=args.config, listen=[], endpoint=[], ca=ca, cert=cert, key=key,
-            server_name=None, spool=None, fsync=None, metrics=None, allow=[], framing=None,
-            log_format=None, workers=None,
-        )  # fmt: skip
-        config = config_from_args(run_args)
+        # Its own overrides, not a `run` namespace: a new `run` flag cannot break it.
+        config = read_config(args.config, Overrides(ca=args.ca, cert=args.cert, key=args.key))
         if config.endpoints:
             first = config.endpoints[0]
             ca, cert, key = first.ca, first.cert, first.key
@@ -312,7 +315,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         try:
             args = build_parser().parse_args(raw)
-            args.raw_argv = raw
             return COMMANDS[args.command](args)
         except* (UsageError, ConfigError, SpoolError) as group:
             # Tasks in a nursery raise exception groups; the user needs the one sentence.

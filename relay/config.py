@@ -258,6 +258,66 @@ def load(
     return config
 
 
+def to_document(config: Config) -> dict[str, Any]:
+    """The configuration as a document with every key given: ``load(to_document(c)) == c``.
+
+    The worker supervisor hands this to its workers, so that each runs with the configuration
+    the supervisor resolved (file, flags and environment), not with a re-parsed command line.
+    """
+    facility = {v: k for k, v in FACILITIES.items()}[config.render.pri // 8]
+    severity = {v: k for k, v in SEVERITIES.items()}[config.render.pri % 8]
+    endpoints = []
+    for e in config.endpoints:
+        table: dict[str, Any] = {"host": e.host, "port": e.port}
+        for name in ("ca", "cert", "key"):
+            if (path := getattr(e, name)) is not None:
+                table[name] = str(path)
+        if e.server_name is not None:
+            table["server_name"] = e.server_name
+        endpoints.append(table)
+    return {
+        "listen": {
+            "addresses": [str(a) for a in config.listen],
+            "receive_buffer": config.receive_buffer,
+            "allow": [str(n) for n in config.allow],
+            "workers": config.workers,
+        },
+        "output": {
+            "header": config.render.header,
+            "body": config.render.body,
+            "framing": config.framing,
+            "tag": config.render.tag,
+            "facility": facility,
+            "severity": severity,
+        },
+        "spool": {
+            "directory": str(config.spool_dir),
+            "max_size": config.spool_max_bytes,
+            "segment_size": config.spool_segment_bytes,
+            "overflow": config.overflow,
+            "fsync": config.fsync,
+            "fsync_interval": config.fsync_interval,
+        },
+        "forward": {
+            "tls": config.tls,
+            "verify": config.verify,
+            "backoff_initial": config.backoff_initial,
+            "backoff_max": config.backoff_max,
+            "connect_timeout": config.connect_timeout,
+            "primary_retry_interval": config.primary_retry_interval,
+            "batch_size": config.batch_bytes,
+            "drain_timeout": config.drain_timeout,
+        },
+        "metrics": {"address": "off" if config.metrics is None else str(config.metrics)},
+        "log": {
+            "format": config.log_format,
+            "level": config.log_level,
+            "stats_interval": config.stats_interval,
+        },
+        "endpoint": endpoints,
+    }
+
+
 def with_endpoints(config: Config, endpoints: tuple[EndpointConfig, ...]) -> Config:
     return replace(config, endpoints=endpoints)
 

@@ -11,8 +11,11 @@ reports a configuration error, and serves one ``/metrics`` that sums the workers
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import signal
+import subprocess
 import sys
 import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
@@ -22,8 +25,8 @@ from functools import partial
 import trio
 
 from relay.addresses import HostPort
-from relay.config import Config
-from relay.errors import EX_CONFIG, EX_OK
+from relay.config import Config, load, to_document
+from relay.errors import EX_CONFIG, EX_OK, ConfigError
 from relay.metrics import Family, render_families, serve_http
 from relay.service import wait_for_stop_signal
 
@@ -42,19 +45,39 @@ class _Worker:
     ready: trio.Event = field(default_factory=trio.Event)
 
 
-def worker_argv(argv: Sequence[str], index: int) -> list[str]:
-    """The command line of worker ``index``: the supervisor's own ``relay run`` arguments
-    (so file and flags mean the same), plus the worker's identity."""
-    return [sys.executable, "-m", "relay", "run", *argv, "--worker-index", str(index)]
+def worker_argv(index: int) -> list[str]:
+    """The command line of worker ``index``; its configuration comes on stdin
+    (:func:`worker_document`)."""
+    return [sys.executable, "-m", "relay", "run", "--worker-index", str(index)]
 
 
-async def run_supervisor(config: Config, argv: Sequence[str]) -> int:
+def worker_document(config: Config) -> bytes:
+    """What the supervisor writes to each worker's stdin: the configuration it resolved
+    (file, flags, environment), as a document :func:`relay.config.load` reads back to the
+    same value. Every worker, restarted ones included, runs with exactly the configuration the
+    supervisor started with, even if the file has changed since; no argv is re-parsed."""
+    return json.dumps(to_document(config)).encode()
+
+
+def worker_config(text: str, index: int) -> Config:
+    """A worker's configuration from the document on its stdin."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"worker {index}: the supervisor's configuration is not JSON: {exc}"
+        ) from None
+    return as_worker(load(document, environ={}), index)
+
+
+async def run_supervisor(config: Config) -> int:
     workers = [_Worker(index=i) for i in range(config.workers)]
+    document = worker_document(config)
     stopping = trio.Event()
     config_error = trio.Event()
     async with trio.open_nursery() as nursery:
         for worker in workers:
-            nursery.start_soon(_keep_running, worker, argv, stopping, config_error)
+            nursery.start_soon(_keep_running, worker, document, stopping, config_error)
         if config.metrics is not None:
             aggregate = _Aggregate(workers)
             nursery.start_soon(aggregate.refresh_forever)
@@ -109,15 +132,16 @@ async def _first_of(fn: Callable[[], Awaitable[object]], scope: trio.CancelScope
 
 
 async def _keep_running(
-    worker: _Worker, argv: Sequence[str], stopping: trio.Event, config_error: trio.Event
+    worker: _Worker, document: bytes, stopping: trio.Event, config_error: trio.Event
 ) -> None:
     while not stopping.is_set():
         worker.ready = trio.Event()
         async with trio.open_nursery() as nursery:
             process = await trio.lowlevel.open_process(
-                worker_argv(argv, worker.index), stdout=-1, stdin=-3
+                worker_argv(worker.index), stdout=subprocess.PIPE, stdin=subprocess.PIPE
             )
             worker.process = process
+            await _send_document(process, document)
             nursery.start_soon(_read_ready, worker, process)
             code = await process.wait()
             nursery.cancel_scope.cancel()
@@ -137,6 +161,14 @@ async def _keep_running(
             extra={"event": "worker_restart", "worker": worker.index, "status": code},
         )
         await trio.sleep(min(30.0, RESTART_DELAY * worker.restarts))
+
+
+async def _send_document(process: trio.Process, document: bytes) -> None:
+    assert process.stdin is not None
+    # A worker that died before reading it is seen, and restarted, by process.wait().
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        await process.stdin.send_all(document)
+    await process.stdin.aclose()
 
 
 async def _read_ready(worker: _Worker, process: trio.Process) -> None:

@@ -15,13 +15,14 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.relayproc import REPO
 
 from relay.addresses import HostPort
 from relay.certs import TlsFiles, issue_certificate
-from relay.config import DEFAULT_ALLOW, SCHEMA, Overrides, load
+from relay.config import DEFAULT_ALLOW, SCHEMA, Overrides, load, to_document
 from relay.errors import ConfigError
 from relay.spool import Spool
 
@@ -92,6 +93,46 @@ def test_file_values_are_used() -> None:
         ("logs.example.net", 443, "collector"),
         ("backup.example.net", 6514, None),
     ]
+
+
+@pytest.mark.parametrize(
+    ("document", "overrides", "environ"),
+    [
+        ({}, Overrides(), {}),
+        ({}, Overrides(), {"STATE_DIRECTORY": "/run/state:/other"}),
+        (
+            {
+                "listen": {"receive_buffer": "8MiB", "workers": 4},
+                "output": {"header": "rfc5424", "body": "kv", "tag": "nf"},
+                "spool": {"max_size": "2GiB", "overflow": "drop-newest", "fsync_interval": 0.25},
+                "forward": {"tls": False, "verify": False, "drain_timeout": 0},
+                "log": {"level": "warning", "stats_interval": 5},
+                "endpoint": [
+                    {"host": "logs.example.net", "port": 443, "server_name": "collector"},
+                    {"host": "::1", "port": 6514, "ca": "/c/ca.pem"},
+                ],
+            },
+            Overrides(
+                listen=["[::]:0", "127.0.0.1:2055"], allow=["10.1.0.0/16", "fd00::/8"],
+                framing="octet-counting", metrics="[::1]:9000",
+            ),
+            {},
+        ),
+        (
+            {"output": {"facility": "local7", "severity": "debug"}},
+            Overrides(endpoints=["e.example:1"], cert="/a.pem", key="/a.key", metrics="off"),
+            {},
+        ),
+    ],
+)  # fmt: skip
+def test_a_configuration_written_as_a_document_loads_back_to_itself(
+    document: dict[str, Any], overrides: Overrides, environ: dict[str, str]
+) -> None:
+    """What the worker supervisor hands its workers: the resolved configuration, exactly."""
+    config = load(document, overrides, environ=environ)
+    written = to_document(config)
+    assert load(written, environ={"STATE_DIRECTORY": "/elsewhere"}) == config
+    assert json.loads(json.dumps(written)) == written
 
 
 def test_flags_override_the_file() -> None:

@@ -36,7 +36,18 @@ SEVERITIES = {
     "emerg": 0, "alert": 1, "crit": 2, "err": 3, "warning": 4, "notice": 5, "info": 6,
     "debug": 7,
 }  # fmt: skip
-_SIZE_RE = re.compile(r"\s*(\d+)\s*([KMGT]i?B?|B)?\s*", re.IGNORECASE)
+_SIZE_RE = re.compile(r"\s*([0-9]+)\s*([KMGT]i?B?|B)?\s*", re.IGNORECASE)
+# A DNS name as TLS (SNI, the certificate check) and getaddrinfo take it once IDNA-encoded:
+# labels of letters, digits, '-' and '_' (internal names use it), 1-63 each, 253 in all.
+_LABEL_RE = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# SO_RCVBUF takes a C int. The kernel caps what it grants at net.core.rmem_max anyway (and the
+# relay logs what it asked for and what it got), so a larger value would buy nothing.
+MAX_RECEIVE_BUFFER = (1 << 31) - 1
+MAX_SPOOL_BYTES = 1 << 50  # 1 PiB: far beyond any disk, small enough for every file offset
+MAX_SEGMENT_BYTES = 4 << 30
+# One TLS write, held in memory (up to catch_up_factor of them while behind).
+MAX_BATCH_BYTES = 64 << 20
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -164,7 +175,7 @@ def load(
     met, log = section["metrics"], section["log"]
 
     listen = tuple(
-        parse_hostport(a, key="--listen" if flags.listen else "listen.addresses", bind=True)
+        _bind_address(a, "--listen" if flags.listen else "listen.addresses")
         for a in (flags.listen or _strings(lst["addresses"], "listen.addresses"))
     )
     if not listen:
@@ -190,33 +201,43 @@ def load(
     )
 
     if flags.spool:
-        directory = Path(flags.spool)
+        directory = Path(_plain(flags.spool, "--spool"))
     elif "directory" not in doc.get("spool", {}) and env.get("STATE_DIRECTORY"):
         # Under systemd's StateDirectory= the unit tells us where our state lives.
         directory = Path(env["STATE_DIRECTORY"].split(":")[0]) / "spool"
     else:
-        directory = Path(_string(spl["directory"], "spool.directory"))
+        directory = Path(_plain(_string(spl["directory"], "spool.directory"), "spool.directory"))
 
     endpoints = _endpoints(doc.get("endpoint", []), flags)
     metrics_addr = flags.metrics if flags.metrics is not None else met["address"]
     metrics = (
         None
         if metrics_addr in ("", "off", "none")
-        else parse_hostport(
-            _string(metrics_addr, "metrics.address"), key="metrics.address", bind=True
+        else _bind_address(
+            _string(
+                metrics_addr, metrics_key := "--metrics" if flags.metrics else "metrics.address"
+            ),
+            metrics_key,
         )
     )
+    workers_key = "--workers" if flags.workers is not None else "listen.workers"
     workers = flags.workers if flags.workers is not None else lst["workers"]
     config = Config(
         listen=listen,
-        receive_buffer=_size(lst["receive_buffer"], "listen.receive_buffer"),
+        receive_buffer=_size(
+            lst["receive_buffer"], "listen.receive_buffer", maximum=MAX_RECEIVE_BUFFER
+        ),
         allow=allow,
-        workers=_int(workers, "listen.workers", 1, 64),
+        workers=_int(workers, workers_key, 1, 64),
         render=render,
         framing=framing,
         spool_dir=directory,
-        spool_max_bytes=_size(spl["max_size"], "spool.max_size", minimum=1 << 20),
-        spool_segment_bytes=_size(spl["segment_size"], "spool.segment_size", minimum=64 << 10),
+        spool_max_bytes=_size(
+            spl["max_size"], "spool.max_size", minimum=1 << 20, maximum=MAX_SPOOL_BYTES
+        ),
+        spool_segment_bytes=_size(
+            spl["segment_size"], "spool.segment_size", minimum=64 << 10, maximum=MAX_SEGMENT_BYTES
+        ),
         overflow=_choice(spl["overflow"], ("drop-oldest", "drop-newest"), "spool.overflow"),
         fsync=_choice(
             flags.fsync or spl["fsync"],
@@ -233,7 +254,9 @@ def load(
         primary_retry_interval=_float(
             fwd["primary_retry_interval"], "forward.primary_retry_interval", 1, 86400
         ),
-        batch_bytes=_size(fwd["batch_size"], "forward.batch_size", minimum=64 << 10),
+        batch_bytes=_size(
+            fwd["batch_size"], "forward.batch_size", minimum=64 << 10, maximum=MAX_BATCH_BYTES
+        ),
         drain_timeout=_float(fwd["drain_timeout"], "forward.drain_timeout", 0, 3600),
         metrics=metrics,
         log_format=_choice(
@@ -358,7 +381,7 @@ def _endpoints(tables: list[dict[str, Any]], flags: Overrides) -> tuple[Endpoint
     if flags.endpoints:
         for text in flags.endpoints:
             hp = parse_hostport(text, key="--endpoint")
-            found.append(EndpointConfig(host=hp.host, port=hp.port))
+            found.append(EndpointConfig(host=_hostname(hp.host, "--endpoint"), port=hp.port))
     else:
         for i, table in enumerate(tables):
             key = f"endpoint[{i}]"
@@ -366,22 +389,25 @@ def _endpoints(tables: list[dict[str, Any]], flags: Overrides) -> tuple[Endpoint
                 raise ConfigError(f"{key} needs both host and port", key=f"{key}.host")
             found.append(
                 EndpointConfig(
-                    host=_string(table["host"], f"{key}.host"),
+                    host=_hostname(table["host"], f"{key}.host"),
                     port=_int(table["port"], f"{key}.port", 1, 65535),
                     ca=_path(table.get("ca"), f"{key}.ca"),
                     cert=_path(table.get("cert"), f"{key}.cert"),
                     key=_path(table.get("key"), f"{key}.key"),
-                    server_name=table.get("server_name") or None,
+                    server_name=_optional_hostname(table.get("server_name"), f"{key}.server_name"),
                 )
             )
     # --ca/--cert/--key/--server-name apply to every endpoint.
+    flag_ca, flag_cert = _path(flags.ca, "--ca"), _path(flags.cert, "--cert")
+    flag_key = _path(flags.key, "--key")
+    flag_name = _optional_hostname(flags.server_name, "--server-name")
     result = tuple(
         replace(
             e,
-            ca=Path(flags.ca) if flags.ca else e.ca,
-            cert=Path(flags.cert) if flags.cert else e.cert,
-            key=Path(flags.key) if flags.key else e.key,
-            server_name=flags.server_name or e.server_name,
+            ca=flag_ca or e.ca,
+            cert=flag_cert or e.cert,
+            key=flag_key or e.key,
+            server_name=flag_name or e.server_name,
         )
         for e in found
     )
@@ -393,6 +419,17 @@ def _endpoints(tables: list[dict[str, Any]], flags: Overrides) -> tuple[Endpoint
                 key="endpoint.cert",
             )
     return result
+
+
+def _bind_address(text: str, key: str) -> HostPort:
+    address = parse_hostport(text, key=key, bind=True)
+    _hostname(address.host, key)
+    return address
+
+
+def _optional_hostname(value: Any, key: str) -> str | None:
+    """An optional name: unset and "" both mean "not given" (as they always have)."""
+    return None if value is None or value == "" else _hostname(value, key)
 
 
 def _choice(value: Any, choices: Sequence[str], key: str) -> str:
@@ -414,7 +451,39 @@ def _strings(value: Any, key: str) -> list[str]:
 
 
 def _path(value: Any, key: str) -> Path | None:
-    return None if value in (None, "") else Path(_string(value, key))
+    if value is None or value == "":
+        return None
+    return Path(_plain(_string(value, key), key))
+
+
+def _plain(text: str, key: str) -> str:
+    """A path or name with no control characters: NUL cannot reach a system call, and a
+    newline would break the one-line error messages and log lines that quote it."""
+    if _CONTROL_RE.search(text):
+        raise ConfigError(f"{key} must not contain control characters (got {text!r})", key=key)
+    return text
+
+
+def _hostname(value: Any, key: str) -> str:
+    """A host name or IP address, as TLS (SNI and the certificate check) and getaddrinfo will
+    take it; checked here so that a bad one ends start-up instead of the first connection."""
+    name = _plain(_string(value, key), key)
+    try:
+        ipaddress.ip_address(name)
+        return name
+    except ValueError:
+        pass
+    try:
+        encoded = name.encode("idna").decode("ascii")
+    except UnicodeError:
+        encoded = ""
+    labels = encoded[:-1].split(".") if encoded.endswith(".") else encoded.split(".")
+    if not encoded or len(encoded) > 253 or not all(_LABEL_RE.fullmatch(x) for x in labels):
+        raise ConfigError(
+            f"{key} must be a host name such as logs.example.net or an IP address (got {value!r})",
+            key=key,
+        )
+    return name
 
 
 def _bool(value: Any, key: str) -> bool:
@@ -437,7 +506,7 @@ def _float(value: Any, key: str, low: float, high: float) -> float:
     return float(value)
 
 
-def _size(value: Any, key: str, *, minimum: int = 1) -> int:
+def _size(value: Any, key: str, *, minimum: int = 1, maximum: int = MAX_SPOOL_BYTES) -> int:
     """Bytes as a number or a string with a binary unit: 1048576, "512MiB", "1 GiB"."""
     if isinstance(value, int) and not isinstance(value, bool):
         size = value
@@ -451,7 +520,21 @@ def _size(value: Any, key: str, *, minimum: int = 1) -> int:
         )
     if size < minimum:
         raise ConfigError(f"{key} must be at least {minimum} bytes (got {value!r})", key=key)
+    if size > maximum:
+        raise ConfigError(
+            f"{key} must be at most {maximum} bytes ({_binary(maximum)}; got {value!r})", key=key
+        )
     return size
+
+
+def _binary(size: int) -> str:
+    """2147483647 → "2 GiB - 1", 67108864 → "64 MiB"."""
+    for unit, name in ((1 << 50, "PiB"), (1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB")):
+        if size % unit == 0:
+            return f"{size // unit} {name}"
+        if (size + 1) % unit == 0:
+            return f"{(size + 1) // unit} {name} - 1"
+    return f"{size} bytes"
 
 
 def _network(text: str, *, key: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:

@@ -34,7 +34,10 @@ from relay.workers import run_supervisor, worker_config
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}")
+        # argparse quotes the offending argument as given: a newline in it would make two
+        # lines of the one-line error.
+        printable = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+        raise UsageError(f"{self.prog}: {printable}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ sentence naming the key. File reading and certificate loading happen in the call
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import tomllib
@@ -40,7 +41,6 @@ _SIZE_RE = re.compile(r"\s*([0-9]+)\s*([KMGT]i?B?|B)?\s*", re.IGNORECASE)
 # A DNS name as TLS (SNI, the certificate check) and getaddrinfo take it once IDNA-encoded:
 # labels of letters, digits, '-' and '_' (internal names use it), 1-63 each, 253 in all.
 _LABEL_RE = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 # SO_RCVBUF takes a C int. The kernel caps what it grants at net.core.rmem_max anyway (and the
 # relay logs what it asked for and what it got), so a larger value would buy nothing.
 MAX_RECEIVE_BUFFER = (1 << 31) - 1
@@ -359,7 +359,7 @@ def _reject_unknown(doc: Mapping[str, Any]) -> None:
                     if k not in ENDPOINT_KEYS:
                         known = ", ".join(sorted(ENDPOINT_KEYS))
                         raise ConfigError(
-                            f"unknown key endpoint[{i}].{k} (known: {known})",
+                            f"unknown key endpoint[{i}].{_bare(k)} (known: {known})",
                             key=f"endpoint.{k}",
                         )
             continue
@@ -372,8 +372,14 @@ def _reject_unknown(doc: Mapping[str, Any]) -> None:
             if k not in SCHEMA[name]:
                 known = ", ".join(SCHEMA[name])
                 raise ConfigError(
-                    f"unknown key {name}.{k} (known in [{name}]: {known})", key=f"{name}.{k}"
+                    f"unknown key {name}.{_bare(k)} (known in [{name}]: {known})",
+                    key=f"{name}.{k}",
                 )
+
+
+def _bare(key: str) -> str:
+    """A key as TOML writes it: bare when it can be, else quoted (a newline stays visible)."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
 
 
 def _endpoints(tables: list[dict[str, Any]], flags: Overrides) -> tuple[EndpointConfig, ...]:
@@ -457,10 +463,14 @@ def _path(value: Any, key: str) -> Path | None:
 
 
 def _plain(text: str, key: str) -> str:
-    """A path or name with no control characters: NUL cannot reach a system call, and a
-    newline would break the one-line error messages and log lines that quote it."""
-    if _CONTROL_RE.search(text):
-        raise ConfigError(f"{key} must not contain control characters (got {text!r})", key=key)
+    """A path or name of printable characters only: NUL cannot reach a system call, and a
+    newline (or a Unicode line separator) would break the one-line error messages and log
+    lines that quote it."""
+    if not text.isprintable():
+        raise ConfigError(
+            f"{key} must not contain control or other unprintable characters (got {text!r})",
+            key=key,
+        )
     return text
 
 

@@ -86,19 +86,25 @@ def forwarder_config(config: Config, context: ssl.SSLContext | None) -> Forwarde
     )
 
 
+def check_startup(config: Config) -> ForwarderConfig:
+    """What ``relay run`` checks before it binds anything: an endpoint, the TLS context (every
+    certificate file loaded), the forwarder's configuration. ConfigError (CertificateError)
+    says what is wrong in one sentence."""
+    if not config.endpoints:
+        raise ConfigError(
+            "no endpoint configured: add an [[endpoint]] table or pass --endpoint HOST:PORT",
+            key="endpoint",
+        )
+    return forwarder_config(config, build_ssl_context(config))
+
+
 async def run_relay(
     config: Config,
     *,
     handle_signals: bool = True,
     task_status: trio.TaskStatus[RelayHandle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    if not config.endpoints:
-        raise ConfigError(
-            "no endpoint configured: add an [[endpoint]] table or pass --endpoint HOST:PORT",
-            key="endpoint",
-        )
-    context = build_ssl_context(config)
-    fconfig = forwarder_config(config, context)
+    fconfig = check_startup(config)
     sockets: list[socket.socket] = []
     try:
         for address in config.listen:

@@ -1,21 +1,21 @@
 """The relay's configuration: one TOML file, every key defaulted, flags override (pure).
 
 ``load(text, overrides)`` returns a frozen :class:`Config` or raises ConfigError with one
-sentence naming the key. File reading and certificate loading happen in the callers.
+sentence naming the key. File reading and certificate loading happen in the callers; the
+checks of single values (types, ranges, host names, sizes) are in :mod:`relay.values`.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
-import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from relay import values
 from relay.addresses import HostPort, format_hostport, parse_hostport
 from relay.errors import ConfigError
 from relay.framing import FRAMINGS
@@ -37,10 +37,6 @@ SEVERITIES = {
     "emerg": 0, "alert": 1, "crit": 2, "err": 3, "warning": 4, "notice": 5, "info": 6,
     "debug": 7,
 }  # fmt: skip
-_SIZE_RE = re.compile(r"\s*([0-9]+)\s*([KMGT]i?B?|B)?\s*", re.IGNORECASE)
-# A DNS name as TLS (SNI, the certificate check) and getaddrinfo take it once IDNA-encoded:
-# labels of letters, digits, '-' and '_' (internal names use it), 1-63 each, 253 in all.
-_LABEL_RE = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
 # SO_RCVBUF takes a C int. The kernel caps what it grants at net.core.rmem_max anyway (and the
 # relay logs what it asked for and what it got), so a larger value would buy nothing.
 MAX_RECEIVE_BUFFER = (1 << 31) - 1
@@ -48,7 +44,6 @@ MAX_SPOOL_BYTES = 1 << 50  # 1 PiB: far beyond any disk, small enough for every 
 MAX_SEGMENT_BYTES = 4 << 30
 # One TLS write, held in memory (up to catch_up_factor of them while behind).
 MAX_BATCH_BYTES = 64 << 20
-_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -175,46 +170,48 @@ def load(
     met, log = section["metrics"], section["log"]
 
     listen = tuple(
-        _bind_address(a, "--listen" if flags.listen else "listen.addresses")
-        for a in (flags.listen or _strings(lst["addresses"], "listen.addresses"))
+        values.bind_address(a, "--listen" if flags.listen else "listen.addresses")
+        for a in (flags.listen or values.strings(lst["addresses"], "listen.addresses"))
     )
     if not listen:
         raise ConfigError("listen.addresses is empty: give at least one ADDR:PORT", key="listen")
     allow = tuple(
-        _network(c, key="--allow" if flags.allow else "listen.allow")
-        for c in (flags.allow or _strings(lst["allow"], "listen.allow"))
+        values.network(c, key="--allow" if flags.allow else "listen.allow")
+        for c in (flags.allow or values.strings(lst["allow"], "listen.allow"))
     )
     try:
         render = RenderOptions(
-            header=_choice(out["header"], HEADERS, "output.header"),  # type: ignore[arg-type]
-            body=_choice(out["body"], BODIES, "output.body"),  # type: ignore[arg-type]
-            tag=_string(out["tag"], "output.tag"),
-            pri=FACILITIES[_choice(out["facility"], tuple(FACILITIES), "output.facility")] * 8
-            + SEVERITIES[_choice(out["severity"], tuple(SEVERITIES), "output.severity")],
+            header=values.choice(out["header"], HEADERS, "output.header"),  # type: ignore[arg-type]
+            body=values.choice(out["body"], BODIES, "output.body"),  # type: ignore[arg-type]
+            tag=values.string(out["tag"], "output.tag"),
+            pri=FACILITIES[values.choice(out["facility"], tuple(FACILITIES), "output.facility")] * 8
+            + SEVERITIES[values.choice(out["severity"], tuple(SEVERITIES), "output.severity")],
         )
     except ValueError as exc:
         raise ConfigError(f"output.tag: {exc}", key="output.tag") from None
-    framing = _choice(
+    framing = values.choice(
         flags.framing or out["framing"],
         FRAMINGS,
         "--framing" if flags.framing else "output.framing",
     )
 
     if flags.spool:
-        directory = Path(_plain(flags.spool, "--spool"))
+        directory = Path(values.plain(flags.spool, "--spool"))
     elif "directory" not in doc.get("spool", {}) and env.get("STATE_DIRECTORY"):
         # Under systemd's StateDirectory= the unit tells us where our state lives.
         directory = Path(env["STATE_DIRECTORY"].split(":")[0]) / "spool"
     else:
-        directory = Path(_plain(_string(spl["directory"], "spool.directory"), "spool.directory"))
+        directory = Path(
+            values.plain(values.string(spl["directory"], "spool.directory"), "spool.directory")
+        )
 
     endpoints = _endpoints(doc.get("endpoint", []), flags)
     metrics_addr = flags.metrics if flags.metrics is not None else met["address"]
     metrics = (
         None
         if metrics_addr in ("", "off", "none")
-        else _bind_address(
-            _string(
+        else values.bind_address(
+            values.string(
                 metrics_addr, metrics_key := "--metrics" if flags.metrics else "metrics.address"
             ),
             metrics_key,
@@ -224,50 +221,50 @@ def load(
     workers = flags.workers if flags.workers is not None else lst["workers"]
     config = Config(
         listen=listen,
-        receive_buffer=_size(
+        receive_buffer=values.size(
             lst["receive_buffer"], "listen.receive_buffer", maximum=MAX_RECEIVE_BUFFER
         ),
         allow=allow,
-        workers=_int(workers, workers_key, 1, 64),
+        workers=values.integer(workers, workers_key, 1, 64),
         render=render,
         framing=framing,
         spool_dir=directory,
-        spool_max_bytes=_size(
+        spool_max_bytes=values.size(
             spl["max_size"], "spool.max_size", minimum=1 << 20, maximum=MAX_SPOOL_BYTES
         ),
-        spool_segment_bytes=_size(
+        spool_segment_bytes=values.size(
             spl["segment_size"], "spool.segment_size", minimum=64 << 10, maximum=MAX_SEGMENT_BYTES
         ),
-        overflow=_choice(spl["overflow"], ("drop-oldest", "drop-newest"), "spool.overflow"),
-        fsync=_choice(
+        overflow=values.choice(spl["overflow"], ("drop-oldest", "drop-newest"), "spool.overflow"),
+        fsync=values.choice(
             flags.fsync or spl["fsync"],
             ("always", "interval", "never"),
             "--fsync" if flags.fsync else "spool.fsync",
         ),
-        fsync_interval=_float(spl["fsync_interval"], "spool.fsync_interval", 0.01, 60),
+        fsync_interval=values.number(spl["fsync_interval"], "spool.fsync_interval", 0.01, 60),
         endpoints=endpoints,
-        tls=_bool(fwd["tls"], "forward.tls"),
-        verify=_bool(fwd["verify"], "forward.verify"),
-        backoff_initial=_float(fwd["backoff_initial"], "forward.backoff_initial", 0.01, 600),
-        backoff_max=_float(fwd["backoff_max"], "forward.backoff_max", 0.01, 3600),
-        connect_timeout=_float(fwd["connect_timeout"], "forward.connect_timeout", 0.1, 600),
-        primary_retry_interval=_float(
+        tls=values.boolean(fwd["tls"], "forward.tls"),
+        verify=values.boolean(fwd["verify"], "forward.verify"),
+        backoff_initial=values.number(fwd["backoff_initial"], "forward.backoff_initial", 0.01, 600),
+        backoff_max=values.number(fwd["backoff_max"], "forward.backoff_max", 0.01, 3600),
+        connect_timeout=values.number(fwd["connect_timeout"], "forward.connect_timeout", 0.1, 600),
+        primary_retry_interval=values.number(
             fwd["primary_retry_interval"], "forward.primary_retry_interval", 1, 86400
         ),
-        batch_bytes=_size(
+        batch_bytes=values.size(
             fwd["batch_size"], "forward.batch_size", minimum=64 << 10, maximum=MAX_BATCH_BYTES
         ),
-        drain_timeout=_float(fwd["drain_timeout"], "forward.drain_timeout", 0, 3600),
+        drain_timeout=values.number(fwd["drain_timeout"], "forward.drain_timeout", 0, 3600),
         metrics=metrics,
-        log_format=_choice(
+        log_format=values.choice(
             flags.log_format or log["format"],
             ("json", "text"),
             "--log-format" if flags.log_format else "log.format",
         ),
-        log_level=_choice(
+        log_level=values.choice(
             str(log["level"]).lower(), ("debug", "info", "warning", "error"), "log.level"
         ),
-        stats_interval=_float(log["stats_interval"], "log.stats_interval", 1, 86400),
+        stats_interval=values.number(log["stats_interval"], "log.stats_interval", 1, 86400),
     )
     if config.backoff_max < config.backoff_initial:
         raise ConfigError(
@@ -359,7 +356,7 @@ def _reject_unknown(doc: Mapping[str, Any]) -> None:
                     if k not in ENDPOINT_KEYS:
                         known = ", ".join(sorted(ENDPOINT_KEYS))
                         raise ConfigError(
-                            f"unknown key endpoint[{i}].{_bare(k)} (known: {known})",
+                            f"unknown key endpoint[{i}].{values.bare_key(k)} (known: {known})",
                             key=f"endpoint.{k}",
                         )
             continue
@@ -372,14 +369,9 @@ def _reject_unknown(doc: Mapping[str, Any]) -> None:
             if k not in SCHEMA[name]:
                 known = ", ".join(SCHEMA[name])
                 raise ConfigError(
-                    f"unknown key {name}.{_bare(k)} (known in [{name}]: {known})",
+                    f"unknown key {name}.{values.bare_key(k)} (known in [{name}]: {known})",
                     key=f"{name}.{k}",
                 )
-
-
-def _bare(key: str) -> str:
-    """A key as TOML writes it: bare when it can be, else quoted (a newline stays visible)."""
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
 
 
 def _endpoints(tables: list[dict[str, Any]], flags: Overrides) -> tuple[EndpointConfig, ...]:
@@ -387,7 +379,7 @@ def _endpoints(tables: list[dict[str, Any]], flags: Overrides) -> tuple[Endpoint
     if flags.endpoints:
         for text in flags.endpoints:
             hp = parse_hostport(text, key="--endpoint")
-            found.append(EndpointConfig(host=_hostname(hp.host, "--endpoint"), port=hp.port))
+            found.append(EndpointConfig(host=values.hostname(hp.host, "--endpoint"), port=hp.port))
     else:
         for i, table in enumerate(tables):
             key = f"endpoint[{i}]"
@@ -395,18 +387,20 @@ def _endpoints(tables: list[dict[str, Any]], flags: Overrides) -> tuple[Endpoint
                 raise ConfigError(f"{key} needs both host and port", key=f"{key}.host")
             found.append(
                 EndpointConfig(
-                    host=_hostname(table["host"], f"{key}.host"),
-                    port=_int(table["port"], f"{key}.port", 1, 65535),
-                    ca=_path(table.get("ca"), f"{key}.ca"),
-                    cert=_path(table.get("cert"), f"{key}.cert"),
-                    key=_path(table.get("key"), f"{key}.key"),
-                    server_name=_optional_hostname(table.get("server_name"), f"{key}.server_name"),
+                    host=values.hostname(table["host"], f"{key}.host"),
+                    port=values.integer(table["port"], f"{key}.port", 1, 65535),
+                    ca=values.path(table.get("ca"), f"{key}.ca"),
+                    cert=values.path(table.get("cert"), f"{key}.cert"),
+                    key=values.path(table.get("key"), f"{key}.key"),
+                    server_name=values.optional_hostname(
+                        table.get("server_name"), f"{key}.server_name"
+                    ),
                 )
             )
     # --ca/--cert/--key/--server-name apply to every endpoint.
-    flag_ca, flag_cert = _path(flags.ca, "--ca"), _path(flags.cert, "--cert")
-    flag_key = _path(flags.key, "--key")
-    flag_name = _optional_hostname(flags.server_name, "--server-name")
+    flag_ca, flag_cert = values.path(flags.ca, "--ca"), values.path(flags.cert, "--cert")
+    flag_key = values.path(flags.key, "--key")
+    flag_name = values.optional_hostname(flags.server_name, "--server-name")
     result = tuple(
         replace(
             e,
@@ -425,130 +419,3 @@ def _endpoints(tables: list[dict[str, Any]], flags: Overrides) -> tuple[Endpoint
                 key="endpoint.cert",
             )
     return result
-
-
-def _bind_address(text: str, key: str) -> HostPort:
-    address = parse_hostport(text, key=key, bind=True)
-    _hostname(address.host, key)
-    return address
-
-
-def _optional_hostname(value: Any, key: str) -> str | None:
-    """An optional name: unset and "" both mean "not given" (as they always have)."""
-    return None if value is None or value == "" else _hostname(value, key)
-
-
-def _choice(value: Any, choices: Sequence[str], key: str) -> str:
-    if value not in choices:
-        raise ConfigError(f"{key} must be one of {', '.join(choices)} (got {value!r})", key=key)
-    return str(value)
-
-
-def _string(value: Any, key: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{key} must be a non-empty string (got {value!r})", key=key)
-    return value
-
-
-def _strings(value: Any, key: str) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{key} must be a list of strings (got {value!r})", key=key)
-    return value
-
-
-def _path(value: Any, key: str) -> Path | None:
-    if value is None or value == "":
-        return None
-    return Path(_plain(_string(value, key), key))
-
-
-def _plain(text: str, key: str) -> str:
-    """A path or name of printable characters only: NUL cannot reach a system call, and a
-    newline (or a Unicode line separator) would break the one-line error messages and log
-    lines that quote it."""
-    if not text.isprintable():
-        raise ConfigError(
-            f"{key} must not contain control or other unprintable characters (got {text!r})",
-            key=key,
-        )
-    return text
-
-
-def _hostname(value: Any, key: str) -> str:
-    """A host name or IP address, as TLS (SNI and the certificate check) and getaddrinfo will
-    take it; checked here so that a bad one ends start-up instead of the first connection."""
-    name = _plain(_string(value, key), key)
-    try:
-        ipaddress.ip_address(name)
-        return name
-    except ValueError:
-        pass
-    try:
-        encoded = name.encode("idna").decode("ascii")
-    except UnicodeError:
-        encoded = ""
-    labels = encoded[:-1].split(".") if encoded.endswith(".") else encoded.split(".")
-    if not encoded or len(encoded) > 253 or not all(_LABEL_RE.fullmatch(x) for x in labels):
-        raise ConfigError(
-            f"{key} must be a host name such as logs.example.net or an IP address (got {value!r})",
-            key=key,
-        )
-    return name
-
-
-def _bool(value: Any, key: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key} must be true or false (got {value!r})", key=key)
-    return value
-
-
-def _int(value: Any, key: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(
-            f"{key} must be a whole number from {low} to {high} (got {value!r})", key=key
-        )
-    return value
-
-
-def _float(value: Any, key: str, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise ConfigError(f"{key} must be a number from {low} to {high} (got {value!r})", key=key)
-    return float(value)
-
-
-def _size(value: Any, key: str, *, minimum: int = 1, maximum: int = MAX_SPOOL_BYTES) -> int:
-    """Bytes as a number or a string with a binary unit: 1048576, "512MiB", "1 GiB"."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        size = value
-    elif isinstance(value, str) and (m := _SIZE_RE.fullmatch(value)):
-        unit = (m.group(2) or "").upper()[:1]
-        size = int(m.group(1)) * _UNITS[unit]
-    else:
-        raise ConfigError(
-            f'{key} must be a size in bytes such as 1048576 or "512MiB" (got {value!r})',
-            key=key,
-        )
-    if size < minimum:
-        raise ConfigError(f"{key} must be at least {minimum} bytes (got {value!r})", key=key)
-    if size > maximum:
-        raise ConfigError(
-            f"{key} must be at most {maximum} bytes ({_binary(maximum)}; got {value!r})", key=key
-        )
-    return size
-
-
-def _binary(size: int) -> str:
-    """2147483647 → "2 GiB - 1", 67108864 → "64 MiB"."""
-    for unit, name in ((1 << 50, "PiB"), (1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB")):
-        if size % unit == 0:
-            return f"{size // unit} {name}"
-        if (size + 1) % unit == 0:
-            return f"{(size + 1) // unit} {name} - 1"
-    return f"{size} bytes"
-
-
-def _network(text: str, *, key: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    try:
-        return ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        raise ConfigError(f"{key}: {text!r} is not a CIDR such as 10.0.0.0/8", key=key) from None

@@ -268,7 +268,8 @@ def client_context(
     """The forwarder's TLS context: TLS 1.2 or later, the server verified, optional client cert.
 
     ``ca=None`` verifies against the system store. ``verify=False`` (only when a user asked
-    for it explicitly) switches off both chain and host name checks, loudly. ``cert`` and
+    for it explicitly) switches off both chain and host name checks (the forwarder says so
+    loudly when it starts: ``forward_verification_disabled``). ``cert`` and
     ``key`` together present a client certificate (mutual TLS). Every unusable file raises
     :class:`CertificateError` naming it.
     """
@@ -278,13 +279,10 @@ def client_context(
         context.check_hostname = True
         context.verify_mode = ssl.CERT_REQUIRED
     else:
+        # No warning here: the forwarder warns once when it starts, about whatever context it
+        # was given (it also warns about plain TCP). One place, so the log says it once.
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-        logger.warning(
-            "TLS verification is switched off: the relay will send flow data to any server, "
-            "including an attacker's; remove the setting that disables verification",
-            extra={"event": "tls_verification_disabled"},
-        )
     if ca is None:
         context.load_default_certs(ssl.Purpose.SERVER_AUTH)
     else:

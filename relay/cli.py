@@ -14,21 +14,30 @@ from relay.addresses import parse_hostport
 from relay.certs import check_files, issue_certificate, make_key_and_csr, make_test_ca
 from relay.config import Config, Overrides, load, parse_toml
 from relay.demo import run_demo
-from relay.errors import ConfigError, SpoolError, UsageError
+from relay.errors import (
+    EX_CONFIG,
+    EX_FAILURE,
+    EX_INTERRUPTED,
+    EX_OK,
+    EX_USAGE,
+    ConfigError,
+    SpoolError,
+    UsageError,
+)
 from relay.framing import FRAMINGS
 from relay.offline import decode_files
 from relay.render import BODIES, HEADERS, Renderer, RenderOptions
 from relay.sendtest import send_test
-from relay.service import run_relay
-from relay.workers import as_worker, run_supervisor
-
-EX_USAGE = 2
-EX_CONFIG = 78  # sysexits.h EX_CONFIG: systemd's RestartPreventExitStatus= stops the loop
+from relay.service import hangup_ignored, run_relay
+from relay.workers import run_supervisor, worker_config
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}")
+        # argparse quotes the offending argument as given: a newline in it would make two
+        # lines of the one-line error.
+        printable = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+        raise UsageError(f"{self.prog}: {printable}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,49 +140,61 @@ def add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    """The file (if any) with the flags applied; ConfigError names the key or file."""
-    document = {}
-    if args.config is not None:
-        try:
-            text = args.config.read_text()
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read configuration file {args.config}: {exc.strerror or exc}"
-            ) from None
-        document = parse_toml(text, source=str(args.config))
-    return load(
-        document,
-        Overrides(
-            listen=args.listen,
-            endpoints=args.endpoint,
-            ca=args.ca,
-            cert=args.cert,
-            key=args.key,
-            server_name=args.server_name,
-            spool=args.spool,
-            fsync=args.fsync,
-            metrics=args.metrics,
-            allow=args.allow,
-            framing=args.framing,
-            log_format=args.log_format,
-            workers=args.workers,
-        ),
+def run_overrides(args: argparse.Namespace) -> Overrides:
+    """The ``relay run`` flags as configuration overrides (see :func:`add_run_flags`)."""
+    return Overrides(
+        listen=args.listen,
+        endpoints=args.endpoint,
+        ca=args.ca,
+        cert=args.cert,
+        key=args.key,
+        server_name=args.server_name,
+        spool=args.spool,
+        fsync=args.fsync,
+        metrics=args.metrics,
+        allow=args.allow,
+        framing=args.framing,
+        log_format=args.log_format,
+        workers=args.workers,
     )
 
 
+def read_config(path: Path | None, overrides: Overrides) -> Config:
+    """The file (if any) with the overrides applied; ConfigError names the key or file."""
+    document = {}
+    if path is not None:
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read configuration file {path}: {exc.strerror or exc}"
+            ) from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"configuration file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+            ) from None
+        document = parse_toml(text, source=str(path))
+    return load(document, overrides)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
-    logs.configure(fmt=config.log_format, level=config.log_level)
+    with hangup_ignored():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.worker_index is not None:
-        trio.run(_run_worker, as_worker(config, args.worker_index))
-        return 0
+        # The supervisor's resolved configuration, on stdin (see relay.workers).
+        config = worker_config(sys.stdin.read(), args.worker_index)
+        logs.configure(fmt=config.log_format, level=config.log_level)
+        trio.run(_run_worker, config)
+        return EX_OK
+    config = read_config(args.config, run_overrides(args))
+    logs.configure(fmt=config.log_format, level=config.log_level)
     if config.workers > 1:
-        # Workers run with the supervisor's own arguments, so file and flags mean the same.
-        raw: list[str] = args.raw_argv
-        return trio.run(run_supervisor, config, raw[raw.index("run") + 1 :])
+        return trio.run(run_supervisor, config)
     trio.run(run_relay, config)
-    return 0
+    return EX_OK
 
 
 async def _run_worker(config: Config) -> None:
@@ -202,13 +223,13 @@ def _cmd_decode(args: argparse.Namespace) -> int:
         err=sys.stderr,
     )
     sys.stdout.flush()
-    return 1 if summary.unreadable_files else 0
+    return EX_FAILURE if summary.unreadable_files else EX_OK
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     logs.configure(fmt="text", level="warning")
     ok = trio.run(run_demo, sys.stdout)
-    return 0 if ok else 1
+    return EX_OK if ok else EX_FAILURE
 
 
 def _cmd_send_test(args: argparse.Namespace) -> int:
@@ -229,7 +250,7 @@ def _cmd_send_test(args: argparse.Namespace) -> int:
         f"records) to {target} in {result.seconds:.2f} s; check the relay's "
         "flowrelay_packets_received_total"
     )
-    return 0
+    return EX_OK
 
 
 def _cmd_certs(args: argparse.Namespace) -> int:
@@ -243,7 +264,7 @@ def _cmd_certs(args: argparse.Namespace) -> int:
 def _certs_request(args: argparse.Namespace) -> int:
     key, csr = make_key_and_csr(args.out, args.cn, organization=args.org)
     print(f"private key: {key} (keep it here, mode 0600)\nCSR: {csr} (send it to the platform)")
-    return 0
+    return EX_OK
 
 
 def _certs_make_ca(args: argparse.Namespace) -> int:
@@ -253,7 +274,7 @@ def _certs_make_ca(args: argparse.Namespace) -> int:
     client = issue_certificate(authority, args.out / "client", "client", server=False)
     print(f"CA: {authority.cert}")
     print(f"server: {server.cert} {server.key}\nclient: {client.cert} {client.key}")
-    return 0
+    return EX_OK
 
 
 def _certs_check(args: argparse.Namespace) -> int:
@@ -261,12 +282,8 @@ def _certs_check(args: argparse.Namespace) -> int:
     cert: str | Path | None = args.cert
     key: str | Path | None = args.key
     if args.config is not None:
-        run_args = argparse.Namespace(
-            config=args.config, listen=[], endpoint=[], ca=ca, cert=cert, key=key,
-            server_name=None, spool=None, fsync=None, metrics=None, allow=[], framing=None,
-            log_format=None, workers=None,
-        )  # fmt: skip
-        config = config_from_args(run_args)
+        # Its own overrides, not a `run` namespace: a new `run` flag cannot break it.
+        config = read_config(args.config, Overrides(ca=args.ca, cert=args.cert, key=args.key))
         if config.endpoints:
             first = config.endpoints[0]
             ca, cert, key = first.ca, first.cert, first.key
@@ -277,7 +294,7 @@ def _certs_check(args: argparse.Namespace) -> int:
     )
     for finding in findings:
         print(f"{finding.level:7} {finding.message}")
-    return 1 if any(f.level == "error" for f in findings) else 0
+    return EX_FAILURE if any(f.level == "error" for f in findings) else EX_OK
 
 
 COMMANDS = {
@@ -301,7 +318,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         try:
             args = build_parser().parse_args(raw)
-            args.raw_argv = raw
             return COMMANDS[args.command](args)
         except* (UsageError, ConfigError, SpoolError) as group:
             # Tasks in a nursery raise exception groups; the user needs the one sentence.
@@ -315,6 +331,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # `relay decode ... | head`: the reader left; not an error worth a traceback.
         sys.stderr.close()
-        return 0
+        return EX_OK
     except KeyboardInterrupt:
-        return 130
+        return EX_INTERRUPTED

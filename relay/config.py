@@ -1,20 +1,21 @@
 """The relay's configuration: one TOML file, every key defaulted, flags override (pure).
 
 ``load(text, overrides)`` returns a frozen :class:`Config` or raises ConfigError with one
-sentence naming the key. File reading and certificate loading happen in the callers.
+sentence naming the key. File reading and certificate loading happen in the callers; the
+checks of single values (types, ranges, host names, sizes) are in :mod:`relay.values`.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from relay import values
 from relay.addresses import HostPort, format_hostport, parse_hostport
 from relay.errors import ConfigError
 from relay.framing import FRAMINGS
@@ -36,8 +37,13 @@ SEVERITIES = {
     "emerg": 0, "alert": 1, "crit": 2, "err": 3, "warning": 4, "notice": 5, "info": 6,
     "debug": 7,
 }  # fmt: skip
-_SIZE_RE = re.compile(r"\s*(\d+)\s*([KMGT]i?B?|B)?\s*", re.IGNORECASE)
-_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+# SO_RCVBUF takes a C int. The kernel caps what it grants at net.core.rmem_max anyway (and the
+# relay logs what it asked for and what it got), so a larger value would buy nothing.
+MAX_RECEIVE_BUFFER = (1 << 31) - 1
+MAX_SPOOL_BYTES = 1 << 50  # 1 PiB: far beyond any disk, small enough for every file offset
+MAX_SEGMENT_BYTES = 4 << 30
+# One TLS write, held in memory (up to catch_up_factor of them while behind).
+MAX_BATCH_BYTES = 64 << 20
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -164,87 +170,101 @@ def load(
     met, log = section["metrics"], section["log"]
 
     listen = tuple(
-        parse_hostport(a, key="--listen" if flags.listen else "listen.addresses", bind=True)
-        for a in (flags.listen or _strings(lst["addresses"], "listen.addresses"))
+        values.bind_address(a, "--listen" if flags.listen else "listen.addresses")
+        for a in (flags.listen or values.strings(lst["addresses"], "listen.addresses"))
     )
     if not listen:
         raise ConfigError("listen.addresses is empty: give at least one ADDR:PORT", key="listen")
     allow = tuple(
-        _network(c, key="--allow" if flags.allow else "listen.allow")
-        for c in (flags.allow or _strings(lst["allow"], "listen.allow"))
+        values.network(c, key="--allow" if flags.allow else "listen.allow")
+        for c in (flags.allow or values.strings(lst["allow"], "listen.allow"))
     )
     try:
         render = RenderOptions(
-            header=_choice(out["header"], HEADERS, "output.header"),  # type: ignore[arg-type]
-            body=_choice(out["body"], BODIES, "output.body"),  # type: ignore[arg-type]
-            tag=_string(out["tag"], "output.tag"),
-            pri=FACILITIES[_choice(out["facility"], tuple(FACILITIES), "output.facility")] * 8
-            + SEVERITIES[_choice(out["severity"], tuple(SEVERITIES), "output.severity")],
+            header=values.choice(out["header"], HEADERS, "output.header"),  # type: ignore[arg-type]
+            body=values.choice(out["body"], BODIES, "output.body"),  # type: ignore[arg-type]
+            tag=values.string(out["tag"], "output.tag"),
+            pri=FACILITIES[values.choice(out["facility"], tuple(FACILITIES), "output.facility")] * 8
+            + SEVERITIES[values.choice(out["severity"], tuple(SEVERITIES), "output.severity")],
         )
     except ValueError as exc:
         raise ConfigError(f"output.tag: {exc}", key="output.tag") from None
-    framing = _choice(
+    framing = values.choice(
         flags.framing or out["framing"],
         FRAMINGS,
         "--framing" if flags.framing else "output.framing",
     )
 
     if flags.spool:
-        directory = Path(flags.spool)
+        directory = Path(values.plain(flags.spool, "--spool"))
     elif "directory" not in doc.get("spool", {}) and env.get("STATE_DIRECTORY"):
         # Under systemd's StateDirectory= the unit tells us where our state lives.
         directory = Path(env["STATE_DIRECTORY"].split(":")[0]) / "spool"
     else:
-        directory = Path(_string(spl["directory"], "spool.directory"))
+        directory = Path(
+            values.plain(values.string(spl["directory"], "spool.directory"), "spool.directory")
+        )
 
     endpoints = _endpoints(doc.get("endpoint", []), flags)
     metrics_addr = flags.metrics if flags.metrics is not None else met["address"]
     metrics = (
         None
         if metrics_addr in ("", "off", "none")
-        else parse_hostport(
-            _string(metrics_addr, "metrics.address"), key="metrics.address", bind=True
+        else values.bind_address(
+            values.string(
+                metrics_addr, metrics_key := "--metrics" if flags.metrics else "metrics.address"
+            ),
+            metrics_key,
         )
     )
+    workers_key = "--workers" if flags.workers is not None else "listen.workers"
     workers = flags.workers if flags.workers is not None else lst["workers"]
     config = Config(
         listen=listen,
-        receive_buffer=_size(lst["receive_buffer"], "listen.receive_buffer"),
+        receive_buffer=values.size(
+            lst["receive_buffer"], "listen.receive_buffer", maximum=MAX_RECEIVE_BUFFER
+        ),
         allow=allow,
-        workers=_int(workers, "listen.workers", 1, 64),
+        workers=values.integer(workers, workers_key, 1, 64),
         render=render,
         framing=framing,
         spool_dir=directory,
-        spool_max_bytes=_size(spl["max_size"], "spool.max_size", minimum=1 << 20),
-        spool_segment_bytes=_size(spl["segment_size"], "spool.segment_size", minimum=64 << 10),
-        overflow=_choice(spl["overflow"], ("drop-oldest", "drop-newest"), "spool.overflow"),
-        fsync=_choice(
+        spool_max_bytes=values.size(
+            spl["max_size"], "spool.max_size", minimum=1 << 20, maximum=MAX_SPOOL_BYTES
+        ),
+        spool_segment_bytes=values.size(
+            spl["segment_size"], "spool.segment_size", minimum=64 << 10, maximum=MAX_SEGMENT_BYTES
+        ),
+        overflow=values.choice(spl["overflow"], ("drop-oldest", "drop-newest"), "spool.overflow"),
+        fsync=values.choice(
             flags.fsync or spl["fsync"],
             ("always", "interval", "never"),
             "--fsync" if flags.fsync else "spool.fsync",
         ),
-        fsync_interval=_float(spl["fsync_interval"], "spool.fsync_interval", 0.01, 60),
+        fsync_interval=values.number(spl["fsync_interval"], "spool.fsync_interval", 0.01, 60),
         endpoints=endpoints,
-        tls=_bool(fwd["tls"], "forward.tls"),
-        verify=_bool(fwd["verify"], "forward.verify"),
-        backoff_initial=_float(fwd["backoff_initial"], "forward.backoff_initial", 0.01, 600),
-        backoff_max=_float(fwd["backoff_max"], "forward.backoff_max", 0.01, 3600),
-        connect_timeout=_float(fwd["connect_timeout"], "forward.connect_timeout", 0.1, 600),
-        primary_retry_interval=_float(
+        tls=values.boolean(fwd["tls"], "forward.tls"),
+        verify=values.boolean(fwd["verify"], "forward.verify"),
+        backoff_initial=values.number(fwd["backoff_initial"], "forward.backoff_initial", 0.01, 600),
+        backoff_max=values.number(fwd["backoff_max"], "forward.backoff_max", 0.01, 3600),
+        connect_timeout=values.number(fwd["connect_timeout"], "forward.connect_timeout", 0.1, 600),
+        primary_retry_interval=values.number(
             fwd["primary_retry_interval"], "forward.primary_retry_interval", 1, 86400
         ),
-        batch_bytes=_size(fwd["batch_size"], "forward.batch_size", minimum=64 << 10),
-        drain_timeout=_float(fwd["drain_timeout"], "forward.drain_timeout", 0, 3600),
+        batch_bytes=values.size(
+            fwd["batch_size"], "forward.batch_size", minimum=64 << 10, maximum=MAX_BATCH_BYTES
+        ),
+        drain_timeout=values.number(fwd["drain_timeout"], "forward.drain_timeout", 0, 3600),
         metrics=metrics,
-        log_format=_choice(
+        log_format=values.choice(
             flags.log_format or log["format"],
             ("json", "text"),
             "--log-format" if flags.log_format else "log.format",
         ),
-        log_level=_choice(
+        log_level=values.choice(
             str(log["level"]).lower(), ("debug", "info", "warning", "error"), "log.level"
         ),
-        stats_interval=_float(log["stats_interval"], "log.stats_interval", 1, 86400),
+        stats_interval=values.number(log["stats_interval"], "log.stats_interval", 1, 86400),
     )
     if config.backoff_max < config.backoff_initial:
         raise ConfigError(
@@ -256,6 +276,66 @@ def load(
             "spool.segment_size must not be larger than spool.max_size", key="spool.segment_size"
         )
     return config
+
+
+def to_document(config: Config) -> dict[str, Any]:
+    """The configuration as a document with every key given: ``load(to_document(c)) == c``.
+
+    The worker supervisor hands this to its workers, so that each runs with the configuration
+    the supervisor resolved (file, flags and environment), not with a re-parsed command line.
+    """
+    facility = {v: k for k, v in FACILITIES.items()}[config.render.pri // 8]
+    severity = {v: k for k, v in SEVERITIES.items()}[config.render.pri % 8]
+    endpoints = []
+    for e in config.endpoints:
+        table: dict[str, Any] = {"host": e.host, "port": e.port}
+        for name in ("ca", "cert", "key"):
+            if (path := getattr(e, name)) is not None:
+                table[name] = str(path)
+        if e.server_name is not None:
+            table["server_name"] = e.server_name
+        endpoints.append(table)
+    return {
+        "listen": {
+            "addresses": [str(a) for a in config.listen],
+            "receive_buffer": config.receive_buffer,
+            "allow": [str(n) for n in config.allow],
+            "workers": config.workers,
+        },
+        "output": {
+            "header": config.render.header,
+            "body": config.render.body,
+            "framing": config.framing,
+            "tag": config.render.tag,
+            "facility": facility,
+            "severity": severity,
+        },
+        "spool": {
+            "directory": str(config.spool_dir),
+            "max_size": config.spool_max_bytes,
+            "segment_size": config.spool_segment_bytes,
+            "overflow": config.overflow,
+            "fsync": config.fsync,
+            "fsync_interval": config.fsync_interval,
+        },
+        "forward": {
+            "tls": config.tls,
+            "verify": config.verify,
+            "backoff_initial": config.backoff_initial,
+            "backoff_max": config.backoff_max,
+            "connect_timeout": config.connect_timeout,
+            "primary_retry_interval": config.primary_retry_interval,
+            "batch_size": config.batch_bytes,
+            "drain_timeout": config.drain_timeout,
+        },
+        "metrics": {"address": "off" if config.metrics is None else str(config.metrics)},
+        "log": {
+            "format": config.log_format,
+            "level": config.log_level,
+            "stats_interval": config.stats_interval,
+        },
+        "endpoint": endpoints,
+    }
 
 
 def with_endpoints(config: Config, endpoints: tuple[EndpointConfig, ...]) -> Config:
@@ -276,7 +356,7 @@ def _reject_unknown(doc: Mapping[str, Any]) -> None:
                     if k not in ENDPOINT_KEYS:
                         known = ", ".join(sorted(ENDPOINT_KEYS))
                         raise ConfigError(
-                            f"unknown key endpoint[{i}].{k} (known: {known})",
+                            f"unknown key endpoint[{i}].{values.bare_key(k)} (known: {known})",
                             key=f"endpoint.{k}",
                         )
             continue
@@ -289,7 +369,8 @@ def _reject_unknown(doc: Mapping[str, Any]) -> None:
             if k not in SCHEMA[name]:
                 known = ", ".join(SCHEMA[name])
                 raise ConfigError(
-                    f"unknown key {name}.{k} (known in [{name}]: {known})", key=f"{name}.{k}"
+                    f"unknown key {name}.{values.bare_key(k)} (known in [{name}]: {known})",
+                    key=f"{name}.{k}",
                 )
 
 
@@ -298,7 +379,7 @@ def _endpoints(tables: list[dict[str, Any]], flags: Overrides) -> tuple[Endpoint
     if flags.endpoints:
         for text in flags.endpoints:
             hp = parse_hostport(text, key="--endpoint")
-            found.append(EndpointConfig(host=hp.host, port=hp.port))
+            found.append(EndpointConfig(host=values.hostname(hp.host, "--endpoint"), port=hp.port))
     else:
         for i, table in enumerate(tables):
             key = f"endpoint[{i}]"
@@ -306,22 +387,27 @@ def _endpoints(tables: list[dict[str, Any]], flags: Overrides) -> tuple[Endpoint
                 raise ConfigError(f"{key} needs both host and port", key=f"{key}.host")
             found.append(
                 EndpointConfig(
-                    host=_string(table["host"], f"{key}.host"),
-                    port=_int(table["port"], f"{key}.port", 1, 65535),
-                    ca=_path(table.get("ca"), f"{key}.ca"),
-                    cert=_path(table.get("cert"), f"{key}.cert"),
-                    key=_path(table.get("key"), f"{key}.key"),
-                    server_name=table.get("server_name") or None,
+                    host=values.hostname(table["host"], f"{key}.host"),
+                    port=values.integer(table["port"], f"{key}.port", 1, 65535),
+                    ca=values.path(table.get("ca"), f"{key}.ca"),
+                    cert=values.path(table.get("cert"), f"{key}.cert"),
+                    key=values.path(table.get("key"), f"{key}.key"),
+                    server_name=values.optional_hostname(
+                        table.get("server_name"), f"{key}.server_name"
+                    ),
                 )
             )
     # --ca/--cert/--key/--server-name apply to every endpoint.
+    flag_ca, flag_cert = values.path(flags.ca, "--ca"), values.path(flags.cert, "--cert")
+    flag_key = values.path(flags.key, "--key")
+    flag_name = values.optional_hostname(flags.server_name, "--server-name")
     result = tuple(
         replace(
             e,
-            ca=Path(flags.ca) if flags.ca else e.ca,
-            cert=Path(flags.cert) if flags.cert else e.cert,
-            key=Path(flags.key) if flags.key else e.key,
-            server_name=flags.server_name or e.server_name,
+            ca=flag_ca or e.ca,
+            cert=flag_cert or e.cert,
+            key=flag_key or e.key,
+            server_name=flag_name or e.server_name,
         )
         for e in found
     )
@@ -333,69 +419,3 @@ def _endpoints(tables: list[dict[str, Any]], flags: Overrides) -> tuple[Endpoint
                 key="endpoint.cert",
             )
     return result
-
-
-def _choice(value: Any, choices: Sequence[str], key: str) -> str:
-    if value not in choices:
-        raise ConfigError(f"{key} must be one of {', '.join(choices)} (got {value!r})", key=key)
-    return str(value)
-
-
-def _string(value: Any, key: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{key} must be a non-empty string (got {value!r})", key=key)
-    return value
-
-
-def _strings(value: Any, key: str) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{key} must be a list of strings (got {value!r})", key=key)
-    return value
-
-
-def _path(value: Any, key: str) -> Path | None:
-    return None if value in (None, "") else Path(_string(value, key))
-
-
-def _bool(value: Any, key: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key} must be true or false (got {value!r})", key=key)
-    return value
-
-
-def _int(value: Any, key: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(
-            f"{key} must be a whole number from {low} to {high} (got {value!r})", key=key
-        )
-    return value
-
-
-def _float(value: Any, key: str, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise ConfigError(f"{key} must be a number from {low} to {high} (got {value!r})", key=key)
-    return float(value)
-
-
-def _size(value: Any, key: str, *, minimum: int = 1) -> int:
-    """Bytes as a number or a string with a binary unit: 1048576, "512MiB", "1 GiB"."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        size = value
-    elif isinstance(value, str) and (m := _SIZE_RE.fullmatch(value)):
-        unit = (m.group(2) or "").upper()[:1]
-        size = int(m.group(1)) * _UNITS[unit]
-    else:
-        raise ConfigError(
-            f'{key} must be a size in bytes such as 1048576 or "512MiB" (got {value!r})',
-            key=key,
-        )
-    if size < minimum:
-        raise ConfigError(f"{key} must be at least {minimum} bytes (got {value!r})", key=key)
-    return size
-
-
-def _network(text: str, *, key: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    try:
-        return ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        raise ConfigError(f"{key}: {text!r} is not a CIDR such as 10.0.0.0/8", key=key) from None

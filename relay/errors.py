@@ -7,9 +7,24 @@
 - SpoolError: the disk buffer cannot be used at all (permissions, disk gone).
 
 Anything else escaping a boundary is a bug.
+
+The process exit codes live here too, beside the errors they stand for, so that the CLI, the
+worker supervisor and the service mean the same thing by each number.
 """
 
 from __future__ import annotations
+
+EX_OK = 0
+# The command ran and found a problem it reported (decode: unreadable files; certs check: an
+# error finding; demo: lines missing).
+EX_FAILURE = 1
+# Bad command line (argparse's own code).
+EX_USAGE = 2
+# sysexits.h EX_CONFIG: the configuration cannot work. The systemd unit's
+# RestartPreventExitStatus=78 stops the restart loop on it.
+EX_CONFIG = 78
+# Ctrl-C before the relay's own signal handling was in place (128 + SIGINT).
+EX_INTERRUPTED = 130
 
 
 class RelayError(Exception):

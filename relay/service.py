@@ -4,16 +4,18 @@ Data path: UDP receivers → (ingest: allow, decode+render) → bounded channel 
 → disk spool → forwarder → TLS endpoint. SIGTERM/SIGINT drain: receivers stop and hand over
 what the kernel already holds, the writer spools everything, the forwarder gets
 ``forward.drain_timeout`` to deliver, then every task is cancelled and the spool closed.
+SIGHUP is logged and changes nothing (see :func:`wait_for_stop_signal`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import socket
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -23,13 +25,13 @@ from relay.allow import AllowList
 from relay.certs import client_context
 from relay.config import Config
 from relay.errors import ConfigError
-from relay.forward import Endpoint, Forwarder, ForwarderConfig
+from relay.forward import Endpoint, Forwarder, ForwarderConfig, ForwarderStats
 from relay.ingest import Ingest
 from relay.metrics import RelayMetrics, serve_http
 from relay.receiver import UdpReceiver, open_udp_socket
 from relay.render import Renderer
 from relay.sequence import SequenceTracker
-from relay.spool import FsyncPolicy, Overflow, Spool
+from relay.spool import FsyncPolicy, Overflow, Spool, SpoolStats
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,8 @@ log = logging.getLogger(__name__)
 # buffer holds what arrives meanwhile; more room here would only hold more in memory.
 CHANNEL_BATCHES = 4
 WRITE_COALESCE_LINES = 8192
+# The signals that make the daemon drain and exit 0.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,19 +87,25 @@ def forwarder_config(config: Config, context: ssl.SSLContext | None) -> Forwarde
     )
 
 
+def check_startup(config: Config) -> ForwarderConfig:
+    """What ``relay run`` checks before it binds anything: an endpoint, the TLS context (every
+    certificate file loaded), the forwarder's configuration. ConfigError (CertificateError)
+    says what is wrong in one sentence."""
+    if not config.endpoints:
+        raise ConfigError(
+            "no endpoint configured: add an [[endpoint]] table or pass --endpoint HOST:PORT",
+            key="endpoint",
+        )
+    return forwarder_config(config, build_ssl_context(config))
+
+
 async def run_relay(
     config: Config,
     *,
     handle_signals: bool = True,
     task_status: trio.TaskStatus[RelayHandle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    if not config.endpoints:
-        raise ConfigError(
-            "no endpoint configured: add an [[endpoint]] table or pass --endpoint HOST:PORT",
-            key="endpoint",
-        )
-    context = build_ssl_context(config)
-    fconfig = forwarder_config(config, context)
+    fconfig = check_startup(config)
     sockets: list[socket.socket] = []
     try:
         for address in config.listen:
@@ -162,7 +172,7 @@ async def _serve(
 
     async with trio.open_nursery() as nursery:
         if handle_signals:
-            nursery.start_soon(_wait_for_signal, stop)
+            await nursery.start(_stop_on_signal, stop)
         await nursery.start(forwarder.run)
         metrics_port = None
         if config.metrics is not None:
@@ -208,15 +218,54 @@ async def _serve(
         nursery.cancel_scope.cancel()
 
 
-async def _wait_for_signal(stop: trio.Event) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+async def wait_for_stop_signal(
+    *,
+    on_hangup: Callable[[], None] | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> signal.Signals:
+    """The daemon's signal handling, for ``relay run`` and the worker supervisor alike.
+
+    Returns at SIGTERM or SIGINT: the caller drains. SIGHUP, the usual "reload", is logged and
+    the relay carries on: without a handler it would end the process at once (status 129,
+    the active segment unsealed), and systemd counts death by SIGHUP as a clean exit, so
+    ``Restart=on-failure`` would not bring it back. ``on_hangup`` runs on each SIGHUP (the
+    supervisor passes it on to its workers). ``task_status.started()`` comes once the handlers
+    are in place.
+    """
+    with trio.open_signal_receiver(*STOP_SIGNALS, signal.SIGHUP) as signals:
+        task_status.started()
         async for signum in signals:
-            log.info(
-                "signal received: draining",
-                extra={"event": "signal", "signal": signal.Signals(signum).name},
-            )
-            stop.set()
-            return
+            name = signal.Signals(signum).name
+            if signum == signal.SIGHUP:
+                log.info(
+                    "SIGHUP received: nothing to reload yet, carrying on (certificate reload "
+                    "comes with the operations issue)",
+                    extra={"event": "sighup", "signal": name},
+                )
+                if on_hangup is not None:
+                    on_hangup()
+                continue
+            log.info("signal received: draining", extra={"event": "signal", "signal": name})
+            return signal.Signals(signum)
+    raise AssertionError("the signal receiver ended")  # pragma: no cover
+
+
+@contextlib.contextmanager
+def hangup_ignored() -> Iterator[None]:
+    """SIGHUP ignored until :func:`wait_for_stop_signal` takes over: a reload sent while the
+    relay is still starting (loading certificates, opening the spool) must not end it."""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+async def _stop_on_signal(
+    stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    await wait_for_stop_signal(task_status=task_status)
+    stop.set()
 
 
 async def _spool_writer(
@@ -235,8 +284,35 @@ async def _spool_writer(
             metrics.lines_spooled.inc(accepted)
 
 
+def dropped_lines(s: SpoolStats) -> tuple[tuple[str, int], ...]:
+    """Every kind of line the spool drops, by the ``reason`` label of
+    ``flowrelay_lines_dropped_total``. The metric and the stats line's ``dropped=`` both read
+    this one list, so that the summary cannot leave a kind out (it once left out disk_full
+    and spool_corrupt)."""
+    return (
+        ("spool_full_drop_oldest", s.lines_dropped_oldest),
+        ("spool_full_drop_newest", s.lines_dropped_newest),
+        ("disk_full", s.lines_dropped_no_space),
+        ("spool_corrupt", s.lines_lost_corrupt),
+    )
+
+
+def stats_line(m: RelayMetrics, s: SpoolStats, f: ForwarderStats) -> str:
+    """The periodic one-line summary (also the ``stopped`` event's ``summary``)."""
+    received = sum(m.packets_received.values.values())
+    malformed = sum(m.packets_malformed.values.values())
+    dropped = sum(count for _, count in dropped_lines(s))
+    return (
+        f"received={int(received)} denied={int(m.packets_denied.get())} "
+        f"malformed={int(malformed)} records={int(m.records_decoded.get())} "
+        f"spooled={int(m.lines_spooled.get())} forwarded={f.lines_forwarded} "
+        f"pending={s.pending_lines} dropped={dropped} "
+        f"connected={int(f.connected)} kernel_drops={int(m.udp_kernel_drops.get())}"
+    )
+
+
 class _Stats:
-    """The periodic one-line summary."""
+    """The periodic one-line summary, from the running components."""
 
     def __init__(self, metrics: RelayMetrics, spool: Spool, forwarder: Forwarder) -> None:
         self._metrics = metrics
@@ -244,16 +320,7 @@ class _Stats:
         self._forwarder = forwarder
 
     def line(self) -> str:
-        m, s, f = self._metrics, self._spool.statistics(), self._forwarder.statistics()
-        received = sum(m.packets_received.values.values())
-        malformed = sum(m.packets_malformed.values.values())
-        return (
-            f"received={int(received)} denied={int(m.packets_denied.get())} "
-            f"malformed={int(malformed)} records={int(m.records_decoded.get())} "
-            f"spooled={int(m.lines_spooled.get())} forwarded={f.lines_forwarded} "
-            f"pending={s.pending_lines} dropped={s.lines_dropped_oldest + s.lines_dropped_newest} "
-            f"connected={int(f.connected)} kernel_drops={int(m.udp_kernel_drops.get())}"
-        )
+        return stats_line(self._metrics, self._spool.statistics(), self._forwarder.statistics())
 
 
 async def _housekeeping(
@@ -280,12 +347,7 @@ def _register_collectors(
         metrics.spool_bytes.set(s.disk_bytes)
         metrics.spool_pending_lines.set(s.pending_lines)
         metrics.spool_corrupt_frames.set(s.corrupt_frames)
-        for reason, value in (
-            ("spool_full_drop_oldest", s.lines_dropped_oldest),
-            ("spool_full_drop_newest", s.lines_dropped_newest),
-            ("disk_full", s.lines_dropped_no_space),
-            ("spool_corrupt", s.lines_lost_corrupt),
-        ):
+        for reason, value in dropped_lines(s):
             metrics.lines_dropped.set(value, (("reason", reason),))
         f = forwarder.statistics()
         metrics.lines_forwarded.set(f.lines_forwarded)

@@ -4,14 +4,18 @@ Each worker is a full ``relay run`` with its own sockets (SO_REUSEPORT: the kern
 datagrams over them by a hash of the source address and port, so one exporter's stream, and
 its flow_sequence, stays on one worker), its own spool directory (``SPOOL/worker-I``) and its
 own forwarder connection. The supervisor starts them, restarts one that crashes (with
-backoff), stops all of them on SIGTERM (each drains its own spool), exits 78 when a worker
+backoff), stops all of them on SIGTERM (each drains its own spool), passes SIGHUP on to
+them (signals are handled as ``relay run`` handles them), exits 78 when a worker
 reports a configuration error, and serves one ``/metrics`` that sums the workers' samples.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import signal
+import subprocess
 import sys
 import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,12 +25,13 @@ from functools import partial
 import trio
 
 from relay.addresses import HostPort
-from relay.config import Config
+from relay.config import Config, load, to_document
+from relay.errors import EX_CONFIG, EX_OK, ConfigError
 from relay.metrics import Family, render_families, serve_http
+from relay.service import wait_for_stop_signal
 
 log = logging.getLogger(__name__)
 
-EX_CONFIG = 78
 READY_PREFIX = b"relay-worker-ready metrics_port="
 RESTART_DELAY = 1.0
 
@@ -40,19 +45,39 @@ class _Worker:
     ready: trio.Event = field(default_factory=trio.Event)
 
 
-def worker_argv(argv: Sequence[str], index: int) -> list[str]:
-    """The command line of worker ``index``: the supervisor's own ``relay run`` arguments
-    (so file and flags mean the same), plus the worker's identity."""
-    return [sys.executable, "-m", "relay", "run", *argv, "--worker-index", str(index)]
+def worker_argv(index: int) -> list[str]:
+    """The command line of worker ``index``; its configuration comes on stdin
+    (:func:`worker_document`)."""
+    return [sys.executable, "-m", "relay", "run", "--worker-index", str(index)]
 
 
-async def run_supervisor(config: Config, argv: Sequence[str]) -> int:
+def worker_document(config: Config) -> bytes:
+    """What the supervisor writes to each worker's stdin: the configuration it resolved
+    (file, flags, environment), as a document :func:`relay.config.load` reads back to the
+    same value. Every worker, restarted ones included, runs with exactly the configuration the
+    supervisor started with, even if the file has changed since; no argv is re-parsed."""
+    return json.dumps(to_document(config)).encode()
+
+
+def worker_config(text: str, index: int) -> Config:
+    """A worker's configuration from the document on its stdin."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"worker {index}: the supervisor's configuration is not JSON: {exc}"
+        ) from None
+    return as_worker(load(document, environ={}), index)
+
+
+async def run_supervisor(config: Config) -> int:
     workers = [_Worker(index=i) for i in range(config.workers)]
+    document = worker_document(config)
     stopping = trio.Event()
     config_error = trio.Event()
     async with trio.open_nursery() as nursery:
         for worker in workers:
-            nursery.start_soon(_keep_running, worker, argv, stopping, config_error)
+            nursery.start_soon(_keep_running, worker, document, stopping, config_error)
         if config.metrics is not None:
             aggregate = _Aggregate(workers)
             nursery.start_soon(aggregate.refresh_forever)
@@ -69,18 +94,13 @@ async def run_supervisor(config: Config, argv: Sequence[str]) -> int:
             f"supervising {config.workers} workers",
             extra={"event": "workers_started", "workers": config.workers},
         )
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with trio.open_nursery() as waiter:
+        async with trio.open_nursery() as waiter:
 
-                async def on_signal() -> None:
-                    async for _ in signals:
-                        return
+            async def on_signal() -> None:
+                await wait_for_stop_signal(on_hangup=partial(_pass_hangup, workers))
 
-                async def on_config_error() -> None:
-                    await config_error.wait()
-
-                for fn in (on_signal, on_config_error):
-                    waiter.start_soon(_first_of, fn, waiter.cancel_scope)
+            for fn in (on_signal, config_error.wait):
+                waiter.start_soon(_first_of, fn, waiter.cancel_scope)
         stopping.set()
         for worker in workers:
             if worker.process is not None and worker.process.returncode is None:
@@ -94,24 +114,34 @@ async def run_supervisor(config: Config, argv: Sequence[str]) -> int:
             if worker.process is not None and worker.process.returncode is None:
                 worker.process.kill()
         nursery.cancel_scope.cancel()
-    return EX_CONFIG if config_error.is_set() else 0
+    return EX_CONFIG if config_error.is_set() else EX_OK
 
 
-async def _first_of(fn: Callable[[], Awaitable[None]], scope: trio.CancelScope) -> None:
+def _pass_hangup(workers: Sequence[_Worker]) -> None:
+    """SIGHUP to each worker that is up: each reloads what is its own (the operations issue's
+    certificates). A worker still starting has no handler yet, and would die of it."""
+    for worker in workers:
+        process = worker.process
+        if worker.ready.is_set() and process is not None and process.returncode is None:
+            process.send_signal(signal.SIGHUP)
+
+
+async def _first_of(fn: Callable[[], Awaitable[object]], scope: trio.CancelScope) -> None:
     await fn()
     scope.cancel()
 
 
 async def _keep_running(
-    worker: _Worker, argv: Sequence[str], stopping: trio.Event, config_error: trio.Event
+    worker: _Worker, document: bytes, stopping: trio.Event, config_error: trio.Event
 ) -> None:
     while not stopping.is_set():
         worker.ready = trio.Event()
         async with trio.open_nursery() as nursery:
             process = await trio.lowlevel.open_process(
-                worker_argv(argv, worker.index), stdout=-1, stdin=-3
+                worker_argv(worker.index), stdout=subprocess.PIPE, stdin=subprocess.PIPE
             )
             worker.process = process
+            await _send_document(process, document)
             nursery.start_soon(_read_ready, worker, process)
             code = await process.wait()
             nursery.cancel_scope.cancel()
@@ -131,6 +161,14 @@ async def _keep_running(
             extra={"event": "worker_restart", "worker": worker.index, "status": code},
         )
         await trio.sleep(min(30.0, RESTART_DELAY * worker.restarts))
+
+
+async def _send_document(process: trio.Process, document: bytes) -> None:
+    assert process.stdin is not None
+    # A worker that died before reading it is seen, and restarted, by process.wait().
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        await process.stdin.send_all(document)
+    await process.stdin.aclose()
 
 
 async def _read_ready(worker: _Worker, process: trio.Process) -> None:

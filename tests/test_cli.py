@@ -8,6 +8,7 @@ one case per command goes through ``python -m relay`` to prove the real entry po
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import re
@@ -24,7 +25,9 @@ from support.netflow_builder import Header, Record, datagram
 from support.pcapgen import Captured, link_frame, pcap_bytes, udp
 from support.syslog import parse_line
 
+from relay import cli
 from relay.cli import main
+from relay.config import Overrides
 from relay.netflow import decode
 
 EXPORT_SECS = 1_795_000_000  # 2026-11-18T...
@@ -463,3 +466,45 @@ def test_python_m_relay_demo_runs_and_exits_0() -> None:
     for version in (1, 5, 6, 7):
         assert f'"version":{version},' in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_certs_check_does_not_depend_on_the_run_flags(
+    capsys: pytest.CaptureFixture[str],
+    test_ca: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new `run` flag, plumbed into the run overrides, does not reach `certs check`."""
+    new_flags = cli.add_run_flags
+    new_overrides = cli.run_overrides
+
+    def add_run_flags(run: argparse.ArgumentParser) -> None:
+        new_flags(run)
+        run.add_argument("--brand-new-flag", default="x")
+
+    seen: list[str] = []
+
+    def run_overrides(args: argparse.Namespace) -> Overrides:
+        seen.append(args.brand_new_flag)
+        return new_overrides(args)
+
+    monkeypatch.setattr(cli, "add_run_flags", add_run_flags)
+    monkeypatch.setattr(cli, "run_overrides", run_overrides)
+    config = tmp_path / "relay.toml"
+    config.write_text(
+        f'[[endpoint]]\nhost = "logs.example.net"\nport = 6514\nca = "{test_ca / "ca/ca.pem"}"\n'
+    )
+    code, out, err = run(
+        capsys,
+        "certs", "check", "-c", str(config),
+        "--cert", str(test_ca / "client/client.pem"), "--key", str(test_ca / "client/client.key"),
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    # The flags given to certs check win over the file, as they do for run.
+    assert str(test_ca / "client/client.key") in out
+    assert str(test_ca / "ca/ca.pem") in out
+    assert seen == []
+    # The new flag does reach `run` (which stops here at the bad listen address).
+    code, _, err = run(capsys, "run", "--brand-new-flag", "y", "--listen", "nowhere")
+    assert (code, seen) == (78, ["y"])
+    assert "--listen" in err

@@ -15,13 +15,14 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.relayproc import REPO
 
 from relay.addresses import HostPort
 from relay.certs import TlsFiles, issue_certificate
-from relay.config import DEFAULT_ALLOW, SCHEMA, Overrides, load
+from relay.config import DEFAULT_ALLOW, SCHEMA, Overrides, load, to_document
 from relay.errors import ConfigError
 from relay.spool import Spool
 
@@ -94,6 +95,46 @@ def test_file_values_are_used() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("document", "overrides", "environ"),
+    [
+        ({}, Overrides(), {}),
+        ({}, Overrides(), {"STATE_DIRECTORY": "/run/state:/other"}),
+        (
+            {
+                "listen": {"receive_buffer": "8MiB", "workers": 4},
+                "output": {"header": "rfc5424", "body": "kv", "tag": "nf"},
+                "spool": {"max_size": "2GiB", "overflow": "drop-newest", "fsync_interval": 0.25},
+                "forward": {"tls": False, "verify": False, "drain_timeout": 0},
+                "log": {"level": "warning", "stats_interval": 5},
+                "endpoint": [
+                    {"host": "logs.example.net", "port": 443, "server_name": "collector"},
+                    {"host": "::1", "port": 6514, "ca": "/c/ca.pem"},
+                ],
+            },
+            Overrides(
+                listen=["[::]:0", "127.0.0.1:2055"], allow=["10.1.0.0/16", "fd00::/8"],
+                framing="octet-counting", metrics="[::1]:9000",
+            ),
+            {},
+        ),
+        (
+            {"output": {"facility": "local7", "severity": "debug"}},
+            Overrides(endpoints=["e.example:1"], cert="/a.pem", key="/a.key", metrics="off"),
+            {},
+        ),
+    ],
+)  # fmt: skip
+def test_a_configuration_written_as_a_document_loads_back_to_itself(
+    document: dict[str, Any], overrides: Overrides, environ: dict[str, str]
+) -> None:
+    """What the worker supervisor hands its workers: the resolved configuration, exactly."""
+    config = load(document, overrides, environ=environ)
+    written = to_document(config)
+    assert load(written, environ={"STATE_DIRECTORY": "/elsewhere"}) == config
+    assert json.loads(json.dumps(written)) == written
+
+
 def test_flags_override_the_file() -> None:
     document = {
         "listen": {"addresses": ["127.0.0.1:2055"], "allow": ["192.0.2.0/24"]},
@@ -160,13 +201,72 @@ def test_ca_flag_applies_to_endpoints_from_the_file() -> None:
         ("512M", 512 << 20),
         ("2GiB", 2 << 30),
         ("1 GiB", 1 << 30),
-        ("64KiB", 64 << 10),
+        ("64MiB", 64 << 20),
         ("4194304B", 4 << 20),
         ("1TiB", 1 << 40),
     ],
 )
 def test_sizes(text: object, size: int) -> None:
-    assert load({"listen": {"receive_buffer": text}}, environ={}).receive_buffer == size
+    spool = {"max_size": text, "segment_size": "64KiB"}
+    assert load({"spool": spool}, environ={}).spool_max_bytes == size
+
+
+@pytest.mark.parametrize("text", ["64KiB", "1 GiB", 2147483647])
+def test_receive_buffers_up_to_2_gib_minus_1_are_taken(text: object) -> None:
+    size = load({"listen": {"receive_buffer": text}}, environ={}).receive_buffer
+    # The kernel takes the value (and caps what it grants at net.core.rmem_max).
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
+@pytest.mark.parametrize("text", ["2GiB", 2147483648, "1TiB", 1 << 70])
+def test_a_receive_buffer_of_2_gib_or_more_is_a_config_error_not_a_crash(text: object) -> None:
+    """It used to pass load and die in setsockopt with a TypeError at start."""
+    with pytest.raises(ConfigError) as raised:
+        load({"listen": {"receive_buffer": text}}, environ={})
+    assert raised.value.key == "listen.receive_buffer"
+    assert "listen.receive_buffer must be at most 2147483647 bytes (2 GiB - 1;" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("server_name", 5),
+        ("server_name", True),
+        ("server_name", ["logs.example.net"]),
+        ("server_name", ".example.net"),
+        ("server_name", "two words"),
+        ("server_name", "a" * 64 + ".example.net"),
+        ("server_name", "bad..dots"),
+        ("server_name", "nul\x00.example.net"),
+        ("host", "with space.example.net"),
+        ("host", "-leading.example.net"),
+        ("host", 6514),
+        ("ca", "/etc/ca\n.pem"),
+        ("key", 0),
+    ],
+)  # fmt: skip
+def test_endpoint_values_of_the_wrong_type_or_shape_name_the_key(key: str, value: object) -> None:
+    """``server_name = 5`` used to load and kill the first connection with AttributeError."""
+    table = {"host": "logs.example.net", "port": 6514, key: value}
+    with pytest.raises(ConfigError) as raised:
+        load({"endpoint": [table]}, environ={})
+    assert raised.value.key == f"endpoint[0].{key}"
+    assert f"endpoint[0].{key} must " in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "logs.example.net", "logs.example.net.", "LOGS-1.example.net", "b\u00fccher.example",
+        "10.0.0.1", "::1", "in_ternal",
+    ],
+)  # fmt: skip
+def test_good_server_names_are_taken(name: str) -> None:
+    table = {"host": "10.1.2.3", "port": 6514, "server_name": name}
+    [endpoint] = load({"endpoint": [table]}, environ={}).endpoints
+    assert endpoint.server_name == name
 
 
 def test_spool_and_batch_sizes() -> None:

@@ -10,6 +10,7 @@ loopback address, 127.0.0.2, plays an exporter outside the allow-list.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import signal
 import socket
@@ -17,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,10 @@ from support.syslog import parse_line
 
 from relay.certs import TlsFiles, server_context
 from relay.config import Config, Overrides, load
-from relay.service import RelayHandle, run_relay
-from relay.spool import Spool
+from relay.forward import ForwarderStats
+from relay.metrics import RelayMetrics
+from relay.service import RelayHandle, dropped_lines, run_relay, stats_line
+from relay.spool import Spool, SpoolStats
 from relay.testing.sink import SyslogSink
 
 LOOPBACK = "127.0.0.1"
@@ -548,3 +551,51 @@ async def test_sigterm_under_load_loses_nothing_received(
         f"exit took {exited_after:.2f} s after SIGTERM with forward.drain_timeout = "
         f"{drain_timeout:g} s"
     )
+
+
+async def test_verification_off_is_said_once_when_the_relay_starts(
+    tmp_path: Path, sink_context: Any, tls_client: TlsFiles, caplog: pytest.LogCaptureFixture
+) -> None:
+    document = {"forward": {"verify": False, "backoff_initial": 0.05, "backoff_max": 0.5}}
+    with caplog.at_level(logging.WARNING, logger="relay"):
+        async with (
+            running_sink(sink_context) as sink,
+            running_relay(relay_config(tmp_path, sink.port or 0, tls_client, document=document)),
+        ):
+            pass
+    said = [r for r in caplog.records if "verification" in r.getMessage().lower()]
+    assert len(said) == 1, [r.getMessage() for r in said]
+    assert said[0].levelno == logging.WARNING
+    assert "attacker" in said[0].getMessage()
+
+
+def drop_fields() -> list[str]:
+    """Every SpoolStats counter of lines dropped or lost, by its name."""
+    names = [f.name for f in fields(SpoolStats)]
+    return [n for n in names if n.startswith(("lines_dropped_", "lines_lost_"))]
+
+
+def test_the_stats_lines_dropped_counts_every_drop_the_spool_reports(tmp_path: Path) -> None:
+    spool = Spool.open(tmp_path / "spool")
+    try:
+        empty = spool.statistics()
+    finally:
+        spool.close()
+    forwarder = ForwarderStats(
+        lines_forwarded=0, bytes_acked=0, lines_sent=0, reconnects=0, connection_failures=0,
+        duplicates_resent=0, connected=False, endpoint=None, last_error=None,
+    )  # fmt: skip
+    assert drop_fields(), "SpoolStats has no drop counters any more"
+    for n, name in enumerate(drop_fields(), 1):
+        # Each kind alone, with a count of its own: none is left out of dropped=.
+        alone = replace(empty, **{name: 1000 * n})
+        summary = parse_summary(stats_line(RelayMetrics(), alone, forwarder))
+        assert summary["dropped"] == 1000 * n, name
+        # And the metric's reason labels carry the same count.
+        assert sum(count for _, count in dropped_lines(alone)) == 1000 * n, name
+    every = replace(empty, **dict.fromkeys(drop_fields(), 7))
+    summary = parse_summary(stats_line(RelayMetrics(), every, forwarder))
+    assert summary["dropped"] == 7 * len(drop_fields())
+    assert {reason for reason, _ in dropped_lines(every)} == {
+        "spool_full_drop_oldest", "spool_full_drop_newest", "disk_full", "spool_corrupt",
+    }  # fmt: skip

@@ -138,7 +138,9 @@ HARDENING = {
     "DynamicUser": "yes",
     "StateDirectory": "flowrelay",
     "ConfigurationDirectory": "flowrelay",
-    "Restart": "on-failure",
+    # Every exit not asked for by `systemctl stop` is restarted: on-failure would leave the
+    # relay down after a stray SIGTERM/SIGHUP or exit 0 (systemd counts those as clean).
+    "Restart": "always",
     "ProtectSystem": "strict",
     "ProtectHome": "yes",
     "PrivateTmp": "yes",

@@ -139,3 +139,125 @@ async def test_two_workers_share_the_port_and_survive_a_worker_crash(
     # passed, so duplicates are allowed; every line arrived.
     assert sink.statistics().lines >= expected
     assert len(set(sink.lines)) == expected
+
+
+@pytest.mark.slow
+async def test_sighup_to_the_supervisor_is_logged_and_passed_on_and_every_worker_stays(
+    tmp_path: Path, tls_ca: TlsFiles, tls_server: TlsFiles, tls_client: TlsFiles
+) -> None:
+    sink = SyslogSink(
+        ssl_context=server_context(cert=tls_server.cert, key=tls_server.key, client_ca=tls_ca.ca)
+    )
+    udp_port, metrics_port = _free_udp_port(), _free_tcp_port()
+    metrics = f"http://127.0.0.1:{metrics_port}"
+    log_path = tmp_path / "relay.log"
+
+    def hangups() -> int:
+        return log_path.read_text(errors="replace").count('"event": "sighup"')
+
+    async with trio.open_nursery() as nursery:
+        sink_port = await nursery.start(sink.run)
+        log_file = log_path.open("wb")
+        relay = subprocess.Popen(
+            [
+                sys.executable, "-m", "relay", "run", "--workers", "2",
+                "--listen", f"127.0.0.1:{udp_port}", "--endpoint", f"127.0.0.1:{sink_port}",
+                "--ca", str(tls_ca.ca), "--cert", str(tls_client.cert),
+                "--key", str(tls_client.key), "--server-name", "localhost",
+                "--spool", str(tmp_path / "spool"), "--metrics", f"127.0.0.1:{metrics_port}",
+            ],
+            stderr=log_file,
+        )  # fmt: skip
+        try:
+            await _wait_for(
+                lambda: _get(f"{metrics}/healthz")[1].startswith("ok workers_up=2/2"),
+                20,
+                "both workers up",
+            )
+            workers = sorted(_worker_pids(relay.pid))
+            relay.send_signal(signal.SIGHUP)
+            # The supervisor's line and one from each worker it passed the signal to.
+            await _wait_for(lambda: hangups() == 3, 10, "three sighup log lines")
+            await trio.sleep(0.5)
+            assert relay.poll() is None
+            assert sorted(_worker_pids(relay.pid)) == workers
+            assert _get(f"{metrics}/healthz")[1].startswith("ok workers_up=2/2")
+
+            exporter = SyntheticExporter(rng=random.Random(6), boot_time=time.time() - 60)
+            for _ in range(DATAGRAMS):
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                    s.sendto(exporter.datagram(5, RECORDS, time.time()), ("127.0.0.1", udp_port))
+            await sink.wait_until(lambda st: st.lines >= DATAGRAMS * RECORDS, timeout=20)
+
+            relay.send_signal(signal.SIGTERM)
+            code = await trio.to_thread.run_sync(lambda: relay.wait(timeout=40))
+            assert code == 0
+        finally:
+            if relay.poll() is None:
+                relay.kill()
+                relay.wait()
+            log_file.close()
+            nursery.cancel_scope.cancel()
+    assert hangups() == 3
+    assert "worker_restart" not in log_path.read_text(errors="replace")
+
+
+@pytest.mark.slow
+async def test_a_restarted_worker_runs_with_the_supervisors_configuration_not_the_file_now(
+    tmp_path: Path, tls_ca: TlsFiles, tls_server: TlsFiles, tls_client: TlsFiles
+) -> None:
+    sink = SyslogSink(
+        ssl_context=server_context(cert=tls_server.cert, key=tls_server.key, client_ca=tls_ca.ca)
+    )
+    udp_port, metrics_port = _free_udp_port(), _free_tcp_port()
+    metrics = f"http://127.0.0.1:{metrics_port}"
+    log_path = tmp_path / "relay.log"
+    async with trio.open_nursery() as nursery:
+        sink_port = await nursery.start(sink.run)
+        config_file = tmp_path / "relay.toml"
+        config_file.write_text(
+            f'[listen]\naddresses = ["127.0.0.1:{udp_port}"]\nworkers = 2\n'
+            f'[spool]\ndirectory = "{tmp_path / "spool"}"\n'
+            f'[metrics]\naddress = "127.0.0.1:{metrics_port}"\n'
+            f'[[endpoint]]\nhost = "127.0.0.1"\nport = {sink_port}\nca = "{tls_ca.ca}"\n'
+            f'cert = "{tls_client.cert}"\nkey = "{tls_client.key}"\nserver_name = "localhost"\n'
+        )
+        log_file = log_path.open("wb")
+        relay = subprocess.Popen(
+            [sys.executable, "-m", "relay", "run", "-c", str(config_file)], stderr=log_file
+        )
+        try:
+            await _wait_for(
+                lambda: _get(f"{metrics}/healthz")[1].startswith("ok workers_up=2/2"),
+                20,
+                "both workers up",
+            )
+            # The file changes (here: breaks) while the relay runs; a worker then crashes.
+            config_file.write_text("[listen]\nworkers = 0\n")
+            victim = _worker_pids(relay.pid)[0]
+            os.kill(victim, signal.SIGKILL)
+            await _wait_for(
+                lambda: (
+                    victim not in _worker_pids(relay.pid)
+                    and len(_worker_pids(relay.pid)) == 2
+                    and _get(f"{metrics}/healthz")[1].startswith("ok workers_up=2/2")
+                ),
+                20,
+                "the killed worker to be replaced",
+            )
+            exporter = SyntheticExporter(rng=random.Random(7), boot_time=time.time() - 60)
+            for _ in range(DATAGRAMS):
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                    s.sendto(exporter.datagram(5, RECORDS, time.time()), ("127.0.0.1", udp_port))
+            await sink.wait_until(lambda st: st.lines >= DATAGRAMS * RECORDS, timeout=20)
+            assert sorted(os.listdir(tmp_path / "spool")) == ["worker-0", "worker-1"]
+            relay.send_signal(signal.SIGTERM)
+            code = await trio.to_thread.run_sync(lambda: relay.wait(timeout=40))
+            assert code == 0
+        finally:
+            if relay.poll() is None:
+                relay.kill()
+                relay.wait()
+            log_file.close()
+            nursery.cancel_scope.cancel()
+    assert "worker_config_error" not in log_path.read_text(errors="replace")

@@ -27,7 +27,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from relay.netflow import decode
+from relay.flows import decode
 from relay.render import Renderer, RenderOptions
 from relay.testing.synth import SyntheticExporter
 

@@ -75,7 +75,7 @@ from support.rsyslog import Rsyslog, find_rsyslogd, free_port, tls_driver  # noq
 
 from bench.loadgen import RECORDS, build_pool  # noqa: E402
 from relay.certs import TlsFiles, issue_certificate, make_test_ca  # noqa: E402
-from relay.netflow import decode  # noqa: E402
+from relay.flows import decode  # noqa: E402
 from relay.render import Renderer  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
@@ -598,7 +598,7 @@ def stage_of(function: str, path: str) -> str | None:
     if name == "receiver.py":
         return "receive (recvfrom)"
     if name in ("ingest.py", "render.py", "sequence.py", "allow.py", "offline.py") or (
-        name.startswith("netflow/")
+        name.startswith("flows/")
     ):
         return "decode+render"
     if name.startswith("spool/") or (name == "service.py" and function == "_spool_writer"):

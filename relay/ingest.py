@@ -13,9 +13,9 @@ from collections.abc import Callable
 from relay.addresses import exporter_address
 from relay.allow import AllowList
 from relay.errors import DecodeError
+from relay.flows import SUPPORTED_VERSIONS
 from relay.logs import RateLimiter
 from relay.metrics import RelayMetrics
-from relay.netflow import SUPPORTED_VERSIONS
 from relay.render import Renderer
 from relay.sequence import SequenceTracker
 

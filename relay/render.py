@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from relay.netflow import LAYOUTS, layout_for
-from relay.netflow.layout import ADDRESS_FIELDS, TIME_FIELDS, Layout, time_bases
-from relay.netflow.model import EXTRA_KEYS, HEADER_KEYS, RECORD_KEYS, Packet, PacketHeader
+from relay.flows import LAYOUTS, layout_for
+from relay.flows.layout import ADDRESS_FIELDS, TIME_FIELDS, Layout, time_bases
+from relay.flows.model import EXTRA_KEYS, HEADER_KEYS, RECORD_KEYS, Packet, PacketHeader
 
 Header = Literal["rfc3164", "rfc5424"]
 Body = Literal["json", "kv"]
@@ -197,7 +197,7 @@ class Renderer:
     def render_datagram(self, data: bytes, exporter: str) -> Rendered:
         """Validate and render one UDP payload in a single pass (the receiver's hot path).
 
-        Raises DecodeError exactly where ``relay.netflow.decode`` would.
+        Raises DecodeError exactly where ``relay.flows.decode`` would.
         """
         layout = layout_for(data)
         header, trailing = layout.parse_header(data)

@@ -25,7 +25,7 @@ from support.pcapgen import Captured, link_frame, pcap_bytes, udp
 from support.syslog import parse_line
 
 from relay.cli import main
-from relay.netflow import decode
+from relay.flows import decode
 
 EXPORT_SECS = 1_795_000_000  # 2026-11-18T...
 RECORDS = [

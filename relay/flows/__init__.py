@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from relay.errors import DecodeError
-from relay.netflow import v1, v5, v6, v7
-from relay.netflow.layout import Layout
-from relay.netflow.model import Packet
+from relay.flows import v1, v5, v6, v7
+from relay.flows.layout import Layout
+from relay.flows.model import Packet
 
 __all__ = ["LAYOUTS", "SUPPORTED_VERSIONS", "DecodeError", "Packet", "decode", "layout_for"]
 

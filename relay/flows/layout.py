@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from socket import inet_ntoa
 
 from relay.errors import DecodeError
-from relay.netflow.model import (
+from relay.flows.model import (
     WARN_OVER_MAX_COUNT,
     WARN_TRAILING_BYTES,
     AnyFlowRecord,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import struct
 
-from relay.netflow.layout import HEADER_16, Layout
-from relay.netflow.model import FlowRecord
+from relay.flows.layout import HEADER_16, Layout
+from relay.flows.model import FlowRecord
 
 LAYOUT = Layout(
     version=1,

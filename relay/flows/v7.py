@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import struct
 
-from relay.netflow.layout import HEADER_24, Layout
-from relay.netflow.model import FlowRecordV7
+from relay.flows.layout import HEADER_24, Layout
+from relay.flows.model import FlowRecordV7
 
 LAYOUT = Layout(
     version=7,

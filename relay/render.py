@@ -20,9 +20,48 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from relay.flows import LAYOUTS, layout_for
-from relay.flows.layout import ADDRESS_FIELDS, TIME_FIELDS, Layout, time_bases
-from relay.flows.model import EXTRA_KEYS, HEADER_KEYS, RECORD_KEYS, Packet, PacketHeader
+from relay.flows import LAYOUTS, split
+from relay.flows.layout import Kind, Layout
+from relay.flows.legacy import ExportFormat, time_bases
+from relay.flows.model import Packet, PacketHeader
+
+# Keys every rendered line carries, in the order of the product contract (SPEC "The syslog
+# line"). The first seven come from the datagram header, the rest from the record.
+HEADER_KEYS = (
+    "version",
+    "exporter",
+    "flow_sequence",
+    "engine_type",
+    "engine_id",
+    "sampling_interval",
+    "sampling_mode",
+)
+RECORD_KEYS = (
+    "first",
+    "last",
+    "src_addr",
+    "dst_addr",
+    "next_hop",
+    "input_if",
+    "output_if",
+    "packets",
+    "bytes",
+    "src_port",
+    "dst_port",
+    "protocol",
+    "tcp_flags",
+    "tos",
+    "src_as",
+    "dst_as",
+    "src_mask",
+    "dst_mask",
+)
+EXTRA_KEYS: dict[int, tuple[str, ...]] = {
+    1: (),
+    5: (),
+    6: ("in_encaps", "out_encaps", "peer_next_hop"),
+    7: ("flags1", "flags2", "router_sc"),
+}
 
 Header = Literal["rfc3164", "rfc5424"]
 Body = Literal["json", "kv"]
@@ -104,38 +143,37 @@ LineBuilder = Callable[
 
 
 def _render_struct(layout: Layout) -> tuple[struct.Struct, tuple[str, ...], dict[str, str]]:
-    """The record format the renderer unpacks, the names of its values, and per wire field
-    the f-string text that formats it.
+    """The record format the renderer unpacks, the names of its values, and per field the
+    f-string text that formats it.
 
-    The same bytes as ``layout.record``, except that an address is unpacked as four octets:
+    The same bytes as ``layout.struct``, except that an address is unpacked as four octets:
     four lookups in a table the CPU keeps cached are cheaper than ``inet_ntoa`` and the str
     it allocates.
     """
     fmt: list[str] = []
     names: list[str] = []
     text: dict[str, str] = {}
-    fields = iter(layout.wire_fields)
-    for count, code in _STRUCT_TOKEN.findall(layout.record.format.lstrip("!")):
-        if code == "x":
-            fmt.append(count + code)
-            continue
-        for _ in range(1 if code == "s" else int(count or 1)):
-            name = next(fields)
-            if name in ADDRESS_FIELDS:
-                if count + code != "4s":
-                    raise ValueError(f"v{layout.version}: address {name} is not 4 bytes")
-                octets = [f"{name}_{i}" for i in range(4)]
-                fmt.append("BBBB")
-                names.extend(octets)
-                text[name] = ".".join(f"{{D[{octet}]}}" for octet in octets)
-            else:
-                fmt.append(count + code if code == "s" else code)
-                names.append(name)
-                text[name] = f"{{D[{name}]}}" if code in "BH" else f"{{{name}}}"
+    at = 0
+    for f in layout.fields:
+        if f.offset > at:
+            fmt.append(f"{f.offset - at}x")
+        at = f.offset + f.size
+        if f.kind is Kind.IPV4:
+            octets = [f"{f.name}_{i}" for i in range(4)]
+            fmt.append("BBBB")
+            names.extend(octets)
+            text[f.name] = ".".join(f"{{D[{octet}]}}" for octet in octets)
+        else:
+            code = f.struct_code
+            fmt.append(code)
+            names.append(f.name)
+            text[f.name] = f"{{D[{f.name}]}}" if code in "BH" else f"{{{f.name}}}"
+    if layout.size > at:
+        fmt.append(f"{layout.size - at}x")
     return struct.Struct("!" + "".join(fmt)), tuple(names), text
 
 
-def _compile_lines(layout: Layout, body_style: Body) -> LineBuilder:
+def _compile_lines(export: ExportFormat, body_style: Body) -> LineBuilder:
     """Generate the fused bytes -> lines function of one version and body style.
 
     The record decoder and the renderer are one loop here: no record object is built, each
@@ -143,17 +181,19 @@ def _compile_lines(layout: Layout, body_style: Body) -> LineBuilder:
     ``Renderer.render`` stays the readable reference, and the tests hold the two to the same
     output for any input.
     """
-    extras = EXTRA_KEYS[layout.version]
+    layout = export.layout
+    extras = EXTRA_KEYS[export.version]
     keys = ("first", "last", *RECORD_KEYS[2:], *extras)
     record, names, text = _render_struct(layout)
     quote = '"' if body_style == "json" else ""
     parts = []
     for key in keys:
-        if key not in layout.wire_fields:
+        kind = f.kind if (f := layout.field(key)) else None
+        if kind is None:
             value = "0"
-        elif key in TIME_FIELDS:
+        elif kind is Kind.UPTIME_MS:
             value = f"{quote}{{iso.get({key}_s) or slow({key}_s)}}{{MILLIS[{key}_t % 1000]}}{quote}"
-        elif key in ADDRESS_FIELDS:
+        elif kind is Kind.IPV4:
             value = f"{quote}{text[key]}{quote}"
         else:
             value = text[key]
@@ -177,7 +217,7 @@ def _compile_lines(layout: Layout, body_style: Body) -> LineBuilder:
         "D": _DECIMAL,
         "MILLIS": _MILLIS,
     }
-    exec(compile(source, f"<render v{layout.version} {body_style}>", "exec"), namespace)  # noqa: S102
+    exec(compile(source, f"<render v{export.version} {body_style}>", "exec"), namespace)  # noqa: S102
     builder: LineBuilder = namespace["build_lines"]  # type: ignore[assignment]
     return builder
 
@@ -199,13 +239,13 @@ class Renderer:
 
         Raises DecodeError exactly where ``relay.flows.decode`` would.
         """
-        layout = layout_for(data)
-        header, trailing = layout.parse_header(data)
+        parts = split(data)
+        header = parts.header
         k_time, k_up = time_bases(header.sys_uptime, header.export_time_ms)
         if len(self._iso_cache) >= _CACHE_LIMIT:
             self._iso_cache.clear()
         lines = self._builders[header.version](
-            layout.body(data, header.count),
+            parts.batches[0].data,
             k_time,
             k_up,
             self._prefix(header, exporter),
@@ -215,8 +255,8 @@ class Renderer:
         return Rendered(
             header=header,
             lines=lines,
-            warnings=layout.warnings(header, trailing),
-            trailing_bytes=trailing,
+            warnings=parts.warnings,
+            trailing_bytes=parts.trailing_bytes,
         )
 
     @property

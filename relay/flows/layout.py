@@ -1,176 +1,120 @@
-"""Wire layouts of NetFlow v1/v5/v6/v7 and the checks every datagram passes.
+"""What a flow record looks like on the wire: a :class:`Layout` of :class:`Field` s.
 
-Each version module declares one :class:`Layout`: its header and record ``struct`` formats
-and the names of the values a record unpacks to, in wire order. From that one declaration
-this module builds the record decoder, and :mod:`relay.render` builds the fused
-bytes-to-lines renderer, so the byte offsets are written down exactly once per version.
+A layout comes from one of two places. A version module (v1/v5/v6/v7) writes its record down
+once, field by field with byte offsets; a NetFlow v9 or IPFIX template (the next issue) will
+list (element, length) pairs that the exporter chose at run time. Both end up as the same
+object, so the decoder and the renderer do not care where a layout came from: the renderer
+names the syslog keys from each field's element identity, and compiles its fast path once
+per layout, found again by the layout's :attr:`Layout.fingerprint` (two exporters sending
+the same template share one compiled renderer).
 """
 
 from __future__ import annotations
 
+import enum
+import hashlib
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from socket import inet_ntoa
-
-from relay.errors import DecodeError
-from relay.flows.model import (
-    WARN_OVER_MAX_COUNT,
-    WARN_TRAILING_BYTES,
-    AnyFlowRecord,
-    Packet,
-    PacketHeader,
-)
-
-UPTIME_MASK = 0xFFFFFFFF
-_HALF = 1 << 31
-ADDRESS_FIELDS = frozenset({"src_addr", "dst_addr", "next_hop", "peer_next_hop", "router_sc"})
-TIME_FIELDS = frozenset({"first", "last"})
-
-HEADER_16 = struct.Struct("!HHIII")
-# v5, v6 and v7 share 24 bytes; v7 has 4 reserved bytes where v5 has engine and sampling.
-HEADER_24 = struct.Struct("!HHIIIIBBH")
-
-RecordBuilder = Callable[[memoryview, int, int], list[AnyFlowRecord]]
 
 
-def time_bases(sys_uptime: int, export_time_ms: int) -> tuple[int, int]:
-    """Constants that turn a record's First/Last uptime into absolute UNIX milliseconds.
+class Kind(enum.Enum):
+    """What a field's bytes mean, which decides how they are decoded and written.
 
-    A record's time is ``export_time - (SysUptime - First)``. The difference is taken modulo
-    2**32 and read as a signed 32-bit number, so a flow that started just before the uptime
-    counter wrapped (every 49.7 days: SysUptime small, First close to 2**32) is a few ms in
-    the past rather than 49 days in the future, and a First a little *after* SysUptime (clock
-    skew between the exporter's flow cache and its export path) is a few ms later, not 49 days
-    earlier. With ``k_time, k_up = time_bases(...)`` the absolute time of uptime ``t`` is
-    ``k_time - ((k_up - t) & 0xFFFFFFFF)``: one subtraction and one mask per field.
+    v1/v5/v6/v7 need only these three; v9/IPFIX add strings, IPv6 and MAC addresses,
+    absolute times, octet arrays and variable-length fields as new kinds.
     """
-    return export_time_ms + _HALF, sys_uptime + _HALF
+
+    UNSIGNED = "unsigned"  # big-endian unsigned integer of 1, 2, 4 or 8 bytes
+    IPV4 = "ipv4"  # 4 bytes, written as a dotted quad
+    UPTIME_MS = "uptime_ms"  # 4 bytes, ms of the exporter's SysUptime: an absolute time
 
 
-def absolute_ms(uptime_ms: int, sys_uptime: int, export_time_ms: int) -> int:
-    """The absolute UNIX time in ms of a record's First/Last (the readable form)."""
-    k_time, k_up = time_bases(sys_uptime, export_time_ms)
-    return k_time - ((k_up - uptime_ms) & UPTIME_MASK)
+_UNSIGNED_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Field:
+    """One field of a record.
+
+    ``element`` is the field's identity: its IANA IPFIX information element number (the
+    NetFlow v9 field type numbers are the same for 1-127), or None for a field that only
+    one legacy version has and no element describes (v6 ``in_encaps``, v7 ``flags1``).
+    ``name`` is what the decoded record calls it.
+    """
+
+    name: str
+    offset: int
+    size: int
+    kind: Kind = Kind.UNSIGNED
+    element: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind is Kind.UNSIGNED and self.size not in _UNSIGNED_CODES:
+            raise ValueError(f"{self.name}: no unsigned integer of {self.size} bytes")
+        if self.kind is not Kind.UNSIGNED and self.size != 4:
+            raise ValueError(f"{self.name}: a {self.kind.value} field has 4 bytes")
+
+    @property
+    def struct_code(self) -> str:
+        # An address stays 4 bytes (decoded by inet_ntoa); uptime ms are an unsigned int.
+        return "4s" if self.kind is Kind.IPV4 else _UNSIGNED_CODES[self.size]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Layout:
-    version: int
-    header: struct.Struct
-    record: struct.Struct
-    # Names of the values ``record.unpack`` yields, in wire order (pads are ``x`` in the
-    # format and yield nothing). Record fields a version lacks (v1: AS numbers and masks)
-    # are 0.
-    wire_fields: tuple[str, ...]
-    record_type: type[AnyFlowRecord]
-    # Cisco's documented maximum; exceeding it is a warning, the length decides.
-    max_count: int
-    has_sequence: bool
-    has_engine: bool
-    build_records: RecordBuilder = field(init=False, repr=False, compare=False)
+    """A fixed-size record: its fields in wire order, checked when built.
+
+    Bytes between fields are padding (never read). ``struct`` unpacks one record into the
+    fields' values in wire order (an address as 4 bytes).
+    """
+
+    name: str
+    size: int
+    fields: tuple[Field, ...]
+    struct: struct.Struct = field(init=False, repr=False, compare=False)
+    fingerprint: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        unknown = set(self.wire_fields) - set(self.record_type._fields)
-        if unknown or len(set(self.wire_fields)) != len(self.wire_fields):
-            raise ValueError(f"v{self.version}: bad wire fields {sorted(unknown)}")
-        if len(struct.unpack(self.record.format, bytes(self.record.size))) != len(self.wire_fields):
-            raise ValueError(f"v{self.version}: record format and wire fields disagree")
-        object.__setattr__(self, "build_records", _compile_records(self))
+        codes = []
+        at = 0
+        for f in self.fields:
+            if f.offset < at:
+                raise ValueError(f"{self.name}: {f.name} at {f.offset} overlaps byte {at - 1}")
+            if f.offset > at:
+                codes.append(f"{f.offset - at}x")
+            codes.append(f.struct_code)
+            at = f.offset + f.size
+        if at > self.size:
+            raise ValueError(f"{self.name}: fields end at {at}, past the {self.size}-byte record")
+        if at < self.size:
+            codes.append(f"{self.size - at}x")
+        names = [f.name for f in self.fields]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.name}: a field name appears twice")
+        record = struct.Struct("!" + "".join(codes))
+        if record.size != self.size:
+            raise ValueError(f"{self.name}: format {record.format} is not {self.size} bytes")
+        object.__setattr__(self, "struct", record)
+        object.__setattr__(self, "fingerprint", fingerprint(self.fields, self.size))
 
-    def parse_header(self, data: bytes) -> tuple[PacketHeader, int]:
-        """Validate lengths and parse the header; returns it and the trailing byte count."""
-        if len(data) < self.header.size:
-            raise DecodeError(
-                "short_header",
-                f"{len(data)} bytes is shorter than the {self.header.size}-byte header",
-                version=self.version,
-                offset=len(data),
-            )
-        if self.header is HEADER_16:
-            _, count, uptime, secs, nsecs = HEADER_16.unpack_from(data)
-            sequence = engine_type = engine_id = sampling = 0
-        else:
-            _, count, uptime, secs, nsecs, sequence, engine_type, engine_id, sampling = (
-                HEADER_24.unpack_from(data)
-            )
-            if not self.has_engine:
-                engine_type = engine_id = sampling = 0
-        if count == 0:
-            raise DecodeError("zero_count", "header count is 0", version=self.version, offset=2)
-        needed = self.header.size + count * self.record.size
-        if len(data) < needed:
-            raise DecodeError(
-                "short_records",
-                f"count {count} needs {needed} bytes, datagram has {len(data)}",
-                version=self.version,
-                offset=len(data),
-            )
-        header = PacketHeader(
-            version=self.version,
-            count=count,
-            sys_uptime=uptime,
-            unix_secs=secs,
-            unix_nsecs=nsecs,
-            flow_sequence=sequence,
-            engine_type=engine_type,
-            engine_id=engine_id,
-            # The top two bits are the sampling mode, the low fourteen the interval.
-            sampling_interval=sampling & 0x3FFF,
-            sampling_mode=sampling >> 14,
-        )
-        return header, len(data) - needed
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
 
-    def body(self, data: bytes, count: int) -> memoryview:
-        start = self.header.size
-        return memoryview(data)[start : start + count * self.record.size]
-
-    def warnings(self, header: PacketHeader, trailing: int) -> tuple[str, ...]:
-        found = []
-        if header.count > self.max_count:
-            found.append(WARN_OVER_MAX_COUNT)
-        if trailing:
-            found.append(WARN_TRAILING_BYTES)
-        return tuple(found)
-
-    def decode(self, data: bytes) -> Packet:
-        header, trailing = self.parse_header(data)
-        k_time, k_up = time_bases(header.sys_uptime, header.export_time_ms)
-        records = self.build_records(self.body(data, header.count), k_time, k_up)
-        return Packet(
-            header=header,
-            records=tuple(records),
-            warnings=self.warnings(header, trailing),
-            trailing_bytes=trailing,
-        )
+    def field(self, name: str) -> Field | None:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        return None
 
 
-def value_expression(name: str, layout: Layout) -> str:
-    """Python expression turning the unpacked wire value ``name`` into the model's value."""
-    if name not in layout.wire_fields:
-        return "0"
-    if name in TIME_FIELDS:
-        return f"(k_time - ((k_up - {name}) & {UPTIME_MASK}))"
-    if name in ADDRESS_FIELDS:
-        return f"inet_ntoa({name})"
-    return name
+def fingerprint(fields: tuple[Field, ...], size: int) -> str:
+    """A short stable digest of what decides the decoding and the rendering of a layout.
 
-
-def _compile_records(layout: Layout) -> RecordBuilder:
-    # A generated comprehension (like namedtuple's generated __new__) is three times faster
-    # than a generic loop over field descriptors: no per-field dispatch on the hot path.
-    values = ", ".join(value_expression(n, layout) for n in layout.record_type._fields)
-    source = (
-        "def build_records(body, k_time, k_up):\n"
-        f"    return [new(Record, ({values},))\n"
-        f"            for ({', '.join(layout.wire_fields)},) in unpack(body)]\n"
+    The layout's own name is left out: equal fields are equal code, wherever they came from.
+    """
+    text = (
+        ";".join(f"{f.name},{f.offset},{f.size},{f.kind.value},{f.element}" for f in fields)
+        + f";size={size}"
     )
-    namespace = {
-        "new": tuple.__new__,
-        "Record": layout.record_type,
-        "unpack": layout.record.iter_unpack,
-        "inet_ntoa": inet_ntoa,
-    }
-    exec(compile(source, f"<netflow v{layout.version} records>", "exec"), namespace)  # noqa: S102
-    builder: RecordBuilder = namespace["build_records"]  # type: ignore[assignment]
-    return builder
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

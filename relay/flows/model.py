@@ -2,52 +2,16 @@
 
 Flow records are NamedTuples rather than frozen dataclasses: they are built once per flow on
 the hot path (hundreds of thousands per second), and a tuple is both immutable and several
-times cheaper to create. The field order is the order of the syslog body, so the renderer can
-format a record positionally.
+times cheaper to create. Their field order is SPEC's key order, for readers of a record;
+the syslog keys and their order are the renderer's, found from each field's element.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
-# Keys every rendered line carries, in the order of the product contract (SPEC "The syslog
-# line"). The first seven come from the datagram header, the rest from the record.
-HEADER_KEYS = (
-    "version",
-    "exporter",
-    "flow_sequence",
-    "engine_type",
-    "engine_id",
-    "sampling_interval",
-    "sampling_mode",
-)
-RECORD_KEYS = (
-    "first",
-    "last",
-    "src_addr",
-    "dst_addr",
-    "next_hop",
-    "input_if",
-    "output_if",
-    "packets",
-    "bytes",
-    "src_port",
-    "dst_port",
-    "protocol",
-    "tcp_flags",
-    "tos",
-    "src_as",
-    "dst_as",
-    "src_mask",
-    "dst_mask",
-)
-EXTRA_KEYS: dict[int, tuple[str, ...]] = {
-    1: (),
-    5: (),
-    6: ("in_encaps", "out_encaps", "peer_next_hop"),
-    7: ("flags1", "flags2", "router_sc"),
-}
+from relay.flows.layout import Layout
 
 # Warnings a datagram can carry and still be decoded.
 WARN_OVER_MAX_COUNT = "over_max_count"
@@ -136,7 +100,12 @@ AnyFlowRecord = FlowRecord | FlowRecordV6 | FlowRecordV7
 class PacketHeader:
     """The export header. Fields a version lacks are 0 (v1: everything after unix_nsecs;
     v7: engine and sampling). ``sampling_interval`` and ``sampling_mode`` are already split
-    (v5: low 14 bits and top 2 bits of the wire field)."""
+    (v5: low 14 bits and top 2 bits of the wire field).
+
+    ``has_sequence`` says whether ``flow_sequence`` means anything (v1 has none), and
+    ``sequence_step`` how far it moves from this datagram to the next: v5/v6/v7 count flows
+    (the step is the record count), v9 will count datagrams (1), IPFIX data records.
+    """
 
     version: int
     count: int
@@ -148,22 +117,78 @@ class PacketHeader:
     engine_id: int = 0
     sampling_interval: int = 0
     sampling_mode: int = 0
+    has_sequence: bool = False
+    sequence_step: int = 0
 
     @property
     def export_time_ms(self) -> int:
         """Export time in UNIX milliseconds (truncated, as the records' times are)."""
         return self.unix_secs * 1000 + self.unix_nsecs // 1_000_000
 
+    @property
+    def sequence_scope(self) -> tuple[int, int, int]:
+        """What, besides the exporter, one sequence counter belongs to (SPEC: per exporter
+        and engine; v9 will use its Source ID, IPFIX its Observation Domain)."""
+        return (self.version, self.engine_type, self.engine_id)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Problem:
+    """One part of a datagram that could not be decoded (the other parts still are).
+
+    v1/v5/v6/v7 have one part, so a problem there is the whole datagram's and raises
+    DecodeError instead; v9/IPFIX sets will be dropped one by one with a Problem each.
+    """
+
+    part: int
+    reason: str
+    detail: str
+    offset: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordBatch:
+    """Consecutive records of one layout: one v1/v5/v6/v7 body, or one v9/IPFIX data set."""
+
+    layout: Layout
+    data: memoryview  # count * layout.size bytes, padding of a set excluded
+
+    @property
+    def count(self) -> int:
+        return len(self.data) // self.layout.size
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Datagram:
+    """A datagram cut into its parts, no record decoded yet: what the fused renderer reads."""
+
+    header: PacketHeader
+    batches: tuple[RecordBatch, ...]
+    problems: tuple[Problem, ...] = ()
+    warnings: tuple[str, ...] = ()
+    trailing_bytes: int = 0
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Packet:
-    """A decoded datagram: its header, its records, and what was odd but tolerated."""
+    """A decoded datagram: its header, its records per batch, and what was odd but tolerated."""
 
     header: PacketHeader
-    records: tuple[AnyFlowRecord, ...]
+    # Left out of ==: two packets that differ only in padding bytes are the same packet.
+    batches: tuple[RecordBatch, ...] = field(compare=False)
+    # The records of each batch, in the batches' order.
+    batch_records: tuple[tuple[AnyFlowRecord, ...], ...]
+    problems: tuple[Problem, ...] = ()
     warnings: tuple[str, ...] = ()
     trailing_bytes: int = 0
 
     @property
     def version(self) -> int:
         return self.header.version
+
+    @property
+    def records(self) -> tuple[AnyFlowRecord, ...]:
+        """Every record of the datagram, in wire order."""
+        if len(self.batch_records) == 1:
+            return self.batch_records[0]
+        return tuple(r for batch in self.batch_records for r in batch)

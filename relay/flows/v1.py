@@ -2,25 +2,40 @@
 
 from __future__ import annotations
 
-import struct
-
-from relay.flows.layout import HEADER_16, Layout
+from relay.flows.layout import Kind, Layout
+from relay.flows.legacy import HEADER_16, ExportFormat, fields
 from relay.flows.model import FlowRecord
 
-LAYOUT = Layout(
+IPV4, UPTIME = Kind.IPV4, Kind.UPTIME_MS
+
+LAYOUT = ExportFormat(
     version=1,
     header=HEADER_16,
-    # 0 srcaddr, 4 dstaddr, 8 nexthop, 12 input, 14 output, 16 dPkts, 20 dOctets,
-    # 24 First, 28 Last, 32 srcport, 34 dstport, 36 pad(2), 38 prot, 39 tos, 40 flags,
-    # 41 pad(1), 42 pad(2), 44 reserved(4). v1 has no AS numbers or masks: they read as 0.
-    record=struct.Struct("!4s4s4sHHIIIIHH2xBBB7x"),
-    wire_fields=(
-        "src_addr", "dst_addr", "next_hop", "input_if", "output_if", "packets", "bytes",
-        "first", "last", "src_port", "dst_port", "protocol", "tos", "tcp_flags",
+    layout=Layout(
+        name="netflow v1",
+        size=48,
+        # offset, size, name, IANA element, kind. Bytes 36-37 (pad), 41 (pad), 42-43 (pad)
+        # and 44-47 (reserved) are never read. v1 has no AS numbers or masks: they read as 0.
+        fields=fields(
+            (0, 4, "src_addr", 8, IPV4),
+            (4, 4, "dst_addr", 12, IPV4),
+            (8, 4, "next_hop", 15, IPV4),
+            (12, 2, "input_if", 10),
+            (14, 2, "output_if", 14),
+            (16, 4, "packets", 2),
+            (20, 4, "bytes", 1),
+            (24, 4, "first", 22, UPTIME),
+            (28, 4, "last", 21, UPTIME),
+            (32, 2, "src_port", 7),
+            (34, 2, "dst_port", 11),
+            (38, 1, "protocol", 4),
+            (39, 1, "tos", 5),
+            (40, 1, "tcp_flags", 6),
+        ),
     ),
     record_type=FlowRecord,
     max_count=24,
     has_sequence=False,
     has_engine=False,
-)  # fmt: skip
+)
 decode = LAYOUT.decode

@@ -2,26 +2,44 @@
 
 from __future__ import annotations
 
-import struct
-
-from relay.flows.layout import HEADER_24, Layout
+from relay.flows.layout import Kind, Layout
+from relay.flows.legacy import HEADER_24, ExportFormat, fields
 from relay.flows.model import FlowRecord
 
-LAYOUT = Layout(
+IPV4, UPTIME = Kind.IPV4, Kind.UPTIME_MS
+
+LAYOUT = ExportFormat(
     version=5,
     header=HEADER_24,
-    # 0 srcaddr, 4 dstaddr, 8 nexthop, 12 input, 14 output, 16 dPkts, 20 dOctets,
-    # 24 First, 28 Last, 32 srcport, 34 dstport, 36 pad1, 37 tcp_flags, 38 prot, 39 tos,
-    # 40 src_as, 42 dst_as, 44 src_mask, 45 dst_mask, 46 pad2(2)
-    record=struct.Struct("!4s4s4sHHIIIIHHxBBBHHBB2x"),
-    wire_fields=(
-        "src_addr", "dst_addr", "next_hop", "input_if", "output_if", "packets", "bytes",
-        "first", "last", "src_port", "dst_port", "tcp_flags", "protocol", "tos",
-        "src_as", "dst_as", "src_mask", "dst_mask",
+    layout=Layout(
+        name="netflow v5",
+        size=48,
+        # offset, size, name, IANA element, kind. Bytes 36 (pad1) and 46-47 (pad2) are
+        # padding, never read.
+        fields=fields(
+            (0, 4, "src_addr", 8, IPV4),
+            (4, 4, "dst_addr", 12, IPV4),
+            (8, 4, "next_hop", 15, IPV4),
+            (12, 2, "input_if", 10),
+            (14, 2, "output_if", 14),
+            (16, 4, "packets", 2),
+            (20, 4, "bytes", 1),
+            (24, 4, "first", 22, UPTIME),
+            (28, 4, "last", 21, UPTIME),
+            (32, 2, "src_port", 7),
+            (34, 2, "dst_port", 11),
+            (37, 1, "tcp_flags", 6),
+            (38, 1, "protocol", 4),
+            (39, 1, "tos", 5),
+            (40, 2, "src_as", 16),
+            (42, 2, "dst_as", 17),
+            (44, 1, "src_mask", 9),
+            (45, 1, "dst_mask", 13),
+        ),
     ),
     record_type=FlowRecord,
     max_count=30,
     has_sequence=True,
     has_engine=True,
-)  # fmt: skip
+)
 decode = LAYOUT.decode

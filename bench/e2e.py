@@ -598,7 +598,7 @@ def stage_of(function: str, path: str) -> str | None:
     if name == "receiver.py":
         return "receive (recvfrom)"
     if name in ("ingest.py", "render.py", "sequence.py", "allow.py", "offline.py") or (
-        name.startswith("flows/")
+        name.startswith(("flows/", "render/"))
     ):
         return "decode+render"
     if name.startswith("spool/") or (name == "service.py" and function == "_spool_writer"):

@@ -18,12 +18,12 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 from relay.flows import LAYOUTS, split
 from relay.flows.layout import Kind, Layout
 from relay.flows.legacy import ExportFormat, time_bases
 from relay.flows.model import Packet, PacketHeader
+from relay.render.options import Body, RenderOptions
 
 # Keys every rendered line carries, in the order of the product contract (SPEC "The syslog
 # line"). The first seven come from the datagram header, the rest from the record.
@@ -63,39 +63,9 @@ EXTRA_KEYS: dict[int, tuple[str, ...]] = {
     7: ("flags1", "flags2", "router_sc"),
 }
 
-Header = Literal["rfc3164", "rfc5424"]
-Body = Literal["json", "kv"]
-
-HEADERS: tuple[Header, ...] = ("rfc3164", "rfc5424")
-BODIES: tuple[Body, ...] = ("json", "kv")
-DEFAULT_TAG = "netstat.netflow.lt"
-DEFAULT_PRI = 14  # facility user (1) * 8 + severity informational (6)
-
-# RFC 3164 TAG / RFC 5424 APP-NAME: printable US-ASCII without spaces, at most 48 characters.
-_TAG_RE = re.compile(r"[!-~]{1,48}")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))
 _CACHE_LIMIT = 4096
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RenderOptions:
-    header: Header = "rfc3164"
-    body: Body = "json"
-    tag: str = DEFAULT_TAG
-    pri: int = DEFAULT_PRI
-
-    def __post_init__(self) -> None:
-        if self.header not in HEADERS:
-            raise ValueError(f"header must be one of {', '.join(HEADERS)}, not {self.header!r}")
-        if self.body not in BODIES:
-            raise ValueError(f"body must be one of {', '.join(BODIES)}, not {self.body!r}")
-        if not _TAG_RE.fullmatch(self.tag):
-            raise ValueError(
-                f"tag {self.tag!r} must be 1-48 printable ASCII characters without spaces"
-            )
-        if not 0 <= self.pri <= 191:
-            raise ValueError(f"pri must be between 0 and 191, not {self.pri}")
 
 
 def _templates(body: Body) -> dict[int, tuple[str, str]]:

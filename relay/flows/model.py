@@ -146,20 +146,22 @@ class Problem:
     offset: int | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RecordBatch:
-    """Consecutive records of one layout: one v1/v5/v6/v7 body, or one v9/IPFIX data set."""
+class RecordBatch(NamedTuple):
+    """Consecutive records of one layout: one v1/v5/v6/v7 body, or one v9/IPFIX data set.
+
+    This and :class:`Datagram` are NamedTuples for the records' reason: the fused renderer
+    builds them once per datagram, and a frozen dataclass costs ten times more to build.
+    """
 
     layout: Layout
     data: memoryview  # count * layout.size bytes, padding of a set excluded
 
     @property
-    def count(self) -> int:
+    def record_count(self) -> int:
         return len(self.data) // self.layout.size
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Datagram:
+class Datagram(NamedTuple):
     """A datagram cut into its parts, no record decoded yet: what the fused renderer reads."""
 
     header: PacketHeader

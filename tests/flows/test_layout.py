@@ -80,7 +80,7 @@ def test_a_legacy_datagram_is_one_batch_of_its_version_layout(version: int) -> N
     parts = split(datagram(version, [Record()] * 2, header=Header(flow_sequence=7), trailing=b"xy"))
     (batch,) = parts.batches
     assert batch.layout is LAYOUTS[version].layout
-    assert batch.count == 2
+    assert batch.record_count == 2
     assert len(batch.data) == 2 * RECORD_SIZE[version]
     assert parts.problems == ()
     assert parts.trailing_bytes == 2

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from relay.flows import split
+from relay.flows import LAYOUTS, split
 from relay.flows.layout import Layout
 from relay.flows.legacy import time_bases
 from relay.flows.model import Packet, PacketHeader, Problem
@@ -74,6 +74,9 @@ class Renderer:
         self._plans: dict[str, LinePlan] = {}
         self._iso_cache: dict[int, str] = {}
         self._stamp_cache: dict[int, str] = {}
+        # Compiled now, not on a version's first datagram: the hot path never waits on exec.
+        for fmt in LAYOUTS.values():
+            self.compiled(fmt.layout)
 
     def render_datagram(self, data: bytes, exporter: str) -> Rendered:
         """Validate and render one UDP payload in a single pass (the receiver's hot path).

@@ -72,6 +72,10 @@ def value_text(value: Value, kind: Kind, body: Body, iso: IsoFormat = iso_utc) -
         value = iso(value)
     if isinstance(value, int):
         raise TypeError(f"a {kind.value} field holds text, not {value!r}")
+    return string_text(value, body)
+
+
+def string_text(value: str | bytes, body: Body) -> str:
     return json_string(value) if body == "json" else kv_string(value)
 
 
@@ -83,9 +87,8 @@ def pairs_text(pairs: Sequence[tuple[str, str]], body: Body) -> str:
 
 
 def header_pairs(values: Sequence[tuple[str, int | str]], body: Body) -> list[tuple[str, str]]:
-    """The header keys (version, exporter, ...): ints bare, the exporter a string."""
-    kinds = {True: Kind.UNSIGNED, False: Kind.IPV4}
-    return [(key, value_text(v, kinds[isinstance(v, int)], body)) for key, v in values]
+    """The header keys (version, exporter, ...): numbers bare, the exporter a string."""
+    return [(key, str(v) if isinstance(v, int) else string_text(v, body)) for key, v in values]
 
 
 def record_pairs(

@@ -67,7 +67,7 @@ from typing import Protocol
 
 from bench.loadgen import RECORDS, build_pool
 from relay.certs import TlsFiles, issue_certificate, make_test_ca
-from relay.netflow import decode
+from relay.flows import decode
 from relay.render import Renderer
 from relay.testing.ports import free_port
 from relay.testing.process import RelayProcess, tls_args
@@ -597,7 +597,7 @@ def stage_of(function: str, path: str) -> str | None:
     if name == "receiver.py":
         return "receive (recvfrom)"
     if name in ("ingest.py", "render.py", "sequence.py", "allow.py", "offline.py") or (
-        name.startswith("netflow/")
+        name.startswith(("flows/", "render/"))
     ):
         return "decode+render"
     if name.startswith("spool/") or (name == "service.py" and function == "_spool_writer"):

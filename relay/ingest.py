@@ -13,9 +13,9 @@ from collections.abc import Callable
 from relay.addresses import exporter_address
 from relay.allow import AllowList
 from relay.errors import DecodeError
+from relay.flows import SUPPORTED_VERSIONS
 from relay.logs import RateLimiter
 from relay.metrics import RelayMetrics
-from relay.netflow import SUPPORTED_VERSIONS
 from relay.render import Renderer
 from relay.sequence import SequenceTracker
 
@@ -78,11 +78,11 @@ class Ingest:
                 f"{rendered.trailing_bytes} trailing bytes",
                 reason=warning,
             )
-        if header.version != 1:  # v1 has no sequence numbers
+        if header.has_sequence:
             lost = self.sequences.observe(
-                (exporter, header.version, header.engine_type, header.engine_id),
+                (exporter, *header.sequence_scope),
                 header.flow_sequence,
-                header.count,
+                header.sequence_step,
                 self._clock(),
             )
             if lost:

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 
 from relay.errors import UsageError
-from relay.netflow import LAYOUTS
+from relay.flows import LAYOUTS
 from relay.testing.synth import SyntheticExporter
 
 

@@ -28,7 +28,7 @@ from support.syslog import parse_line
 from relay import cli
 from relay.cli import main
 from relay.config import Overrides
-from relay.netflow import decode
+from relay.flows import decode
 
 EXPORT_SECS = 1_795_000_000  # 2026-11-18T...
 RECORDS = [

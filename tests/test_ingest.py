@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -15,7 +16,7 @@ from relay.config import DEFAULT_ALLOW
 from relay.ingest import Ingest
 from relay.logs import RateLimiter, TextFormatter
 from relay.metrics import RelayMetrics
-from relay.render import Renderer
+from relay.render import Rendered, Renderer
 
 EXPORTER = "10.1.2.3"
 
@@ -283,3 +284,44 @@ def test_warnings_are_logged(caplog: pytest.LogCaptureFixture) -> None:
     assert record.event == "datagram_warning"  # type: ignore[attr-defined]
     assert record.reason == "trailing_bytes"  # type: ignore[attr-defined]
     assert "3 trailing bytes" in record.getMessage()
+
+
+class PacketCountingRenderer(Renderer):
+    """Renders v5 datagrams but says their sequence counts datagrams, as v9's does: ingest
+    must take the step from the header, not assume flows (or test the version)."""
+
+    def render_datagram(self, data: bytes, exporter: str) -> Rendered:
+        rendered = super().render_datagram(data, exporter)
+        header = dataclasses.replace(rendered.header, sequence_step=1)
+        return dataclasses.replace(rendered, header=header)
+
+
+class NoSequenceRenderer(Renderer):
+    def render_datagram(self, data: bytes, exporter: str) -> Rendered:
+        rendered = super().render_datagram(data, exporter)
+        header = dataclasses.replace(rendered.header, has_sequence=False, sequence_step=0)
+        return dataclasses.replace(rendered, header=header)
+
+
+def ingest_with(renderer: Renderer) -> tuple[Ingest, RelayMetrics]:
+    metrics = RelayMetrics()
+    allow = AllowList(ipaddress.ip_network(c) for c in DEFAULT_ALLOW)
+    ingest = Ingest(renderer=renderer, allow=allow, metrics=metrics, clock=Clock())
+    return ingest, metrics
+
+
+def test_sequence_gaps_follow_the_header_step_not_the_record_count() -> None:
+    ingest, m = ingest_with(PacketCountingRenderer())
+    for sequence in (0, 1, 2, 4):  # datagram 3 is missing; each holds 10 flows
+        ingest.process(v5(sequence, 10), EXPORTER)
+    ingest.flush()
+    assert m.flows_lost.get() == 1
+
+
+def test_a_header_without_a_sequence_is_not_tracked_whatever_its_version() -> None:
+    ingest, m = ingest_with(NoSequenceRenderer())
+    ingest.process(v5(0, 10), EXPORTER)
+    ingest.process(v5(5000, 10), EXPORTER)
+    ingest.flush()
+    assert m.flows_lost.get() == 0
+    assert not ingest.sequences._streams

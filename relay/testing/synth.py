@@ -8,8 +8,8 @@ import random
 import socket
 from dataclasses import dataclass, field
 
-from relay.netflow import LAYOUTS
-from relay.netflow.layout import HEADER_16, HEADER_24
+from relay.flows import LAYOUTS
+from relay.flows.legacy import HEADER_16, HEADER_24
 
 _PROTOCOLS = (6, 6, 6, 17, 17, 1)
 _SERVICES = (443, 80, 53, 22, 123, 993, 3389, 8080)

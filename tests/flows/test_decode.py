@@ -29,7 +29,7 @@ from support.netflow_builder import (
 )
 
 from relay.errors import DecodeError, RelayError
-from relay.netflow import Packet, decode
+from relay.flows import Packet, decode
 from relay.render import Renderer
 
 REASONS = {"empty", "short_header", "unknown_version", "zero_count", "short_records"}

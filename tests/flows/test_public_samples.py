@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from relay.errors import DecodeError
-from relay.netflow import decode
+from relay.flows import decode
 from relay.render import Renderer
 
 SAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "netflow-samples" / "public"

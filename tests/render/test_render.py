@@ -29,9 +29,9 @@ from support.netflow_builder import (
 from support.syslog import parse_line
 
 from relay.errors import DecodeError
+from relay.flows import Packet, decode
 from relay.framing import Framing, framed_size
 from relay.framing import frame_lines as frame
-from relay.netflow import Packet, decode
 from relay.render import Body, Renderer, RenderOptions
 from relay.render import Header as HeaderStyle
 

@@ -62,8 +62,8 @@ from support.pcapgen import (
 )
 
 from relay.errors import DecodeError
-from relay.netflow import decode
-from relay.netflow.model import (
+from relay.flows import decode
+from relay.flows.model import (
     WARN_OVER_MAX_COUNT,
     AnyFlowRecord,
     FlowRecord,

@@ -1,20 +1,29 @@
-"""Sans-IO NetFlow v1/v5/v6/v7 decoding: bytes in, a Packet or a DecodeError out."""
+"""Sans-IO flow decoding (NetFlow v1/v5/v6/v7 today): bytes in, a Packet or a DecodeError out."""
 
 from __future__ import annotations
 
 from relay.errors import DecodeError
-from relay.netflow import v1, v5, v6, v7
-from relay.netflow.layout import Layout
-from relay.netflow.model import Packet
+from relay.flows import v1, v5, v6, v7
+from relay.flows.legacy import ExportFormat
+from relay.flows.model import Datagram, Packet
 
-__all__ = ["LAYOUTS", "SUPPORTED_VERSIONS", "DecodeError", "Packet", "decode", "layout_for"]
+__all__ = [
+    "LAYOUTS",
+    "SUPPORTED_VERSIONS",
+    "Datagram",
+    "DecodeError",
+    "Packet",
+    "decode",
+    "layout_for",
+    "split",
+]
 
-LAYOUTS: dict[int, Layout] = {m.LAYOUT.version: m.LAYOUT for m in (v1, v5, v6, v7)}
+LAYOUTS: dict[int, ExportFormat] = {m.LAYOUT.version: m.LAYOUT for m in (v1, v5, v6, v7)}
 SUPPORTED_VERSIONS = tuple(LAYOUTS)
 
 
-def layout_for(data: bytes) -> Layout:
-    """The layout of the datagram's version, or DecodeError (empty, short, unknown)."""
+def layout_for(data: bytes) -> ExportFormat:
+    """The export format of the datagram's version, or DecodeError (empty, short, unknown)."""
     size = len(data)
     if size == 0:
         raise DecodeError("empty", "empty datagram", offset=0)
@@ -35,3 +44,9 @@ def decode(data: bytes) -> Packet:
     ``empty``, ``short_header``, ``unknown_version``, ``zero_count`` or ``short_records``.
     """
     return layout_for(data).decode(bytes(data))
+
+
+def split(data: bytes) -> Datagram:
+    """Cut one UDP payload into its header and record batches, decoding no record (the
+    renderer's hot path); raises DecodeError exactly where :func:`decode` does."""
+    return layout_for(data).split(data)

@@ -1,9 +1,10 @@
-"""Wire layouts of NetFlow v1/v5/v6/v7 and the checks every datagram passes.
+"""NetFlow v1/v5/v6/v7: one fixed header, one fixed record layout, and the checks every
+datagram passes.
 
-Each version module declares one :class:`Layout`: its header and record ``struct`` formats
-and the names of the values a record unpacks to, in wire order. From that one declaration
-this module builds the record decoder, and :mod:`relay.render` builds the fused
-bytes-to-lines renderer, so the byte offsets are written down exactly once per version.
+Each version module declares one :class:`ExportFormat`: its header ``struct`` and its record
+:class:`~relay.flows.layout.Layout`, written down once with byte offsets. From that one
+declaration this module builds the record decoder, and :mod:`relay.render` builds the fused
+bytes-to-lines renderer.
 """
 
 from __future__ import annotations
@@ -14,24 +15,37 @@ from dataclasses import dataclass, field
 from socket import inet_ntoa
 
 from relay.errors import DecodeError
-from relay.netflow.model import (
+from relay.flows.layout import Field, Kind, Layout
+from relay.flows.model import (
     WARN_OVER_MAX_COUNT,
     WARN_TRAILING_BYTES,
     AnyFlowRecord,
+    Datagram,
     Packet,
     PacketHeader,
+    RecordBatch,
 )
 
 UPTIME_MASK = 0xFFFFFFFF
 _HALF = 1 << 31
-ADDRESS_FIELDS = frozenset({"src_addr", "dst_addr", "next_hop", "peer_next_hop", "router_sc"})
-TIME_FIELDS = frozenset({"first", "last"})
 
 HEADER_16 = struct.Struct("!HHIII")
 # v5, v6 and v7 share 24 bytes; v7 has 4 reserved bytes where v5 has engine and sampling.
 HEADER_24 = struct.Struct("!HHIIIIBBH")
 
 RecordBuilder = Callable[[memoryview, int, int], list[AnyFlowRecord]]
+# (offset, size, name, IANA element or None[, kind]): one row per field of a record table.
+Row = tuple[int, int, str, int | None] | tuple[int, int, str, int | None, Kind]
+
+
+def fields(*rows: Row) -> tuple[Field, ...]:
+    """A record table, written as rows so that the byte offsets line up for a reader."""
+    return tuple(
+        Field(offset=row[0], size=row[1], name=row[2], element=row[3], kind=row[4])
+        if len(row) == 5
+        else Field(offset=row[0], size=row[1], name=row[2], element=row[3])
+        for row in rows
+    )
 
 
 def time_bases(sys_uptime: int, export_time_ms: int) -> tuple[int, int]:
@@ -55,14 +69,10 @@ def absolute_ms(uptime_ms: int, sys_uptime: int, export_time_ms: int) -> int:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Layout:
+class ExportFormat:
     version: int
     header: struct.Struct
-    record: struct.Struct
-    # Names of the values ``record.unpack`` yields, in wire order (pads are ``x`` in the
-    # format and yield nothing). Record fields a version lacks (v1: AS numbers and masks)
-    # are 0.
-    wire_fields: tuple[str, ...]
+    layout: Layout
     record_type: type[AnyFlowRecord]
     # Cisco's documented maximum; exceeding it is a warning, the length decides.
     max_count: int
@@ -71,12 +81,20 @@ class Layout:
     build_records: RecordBuilder = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        unknown = set(self.wire_fields) - set(self.record_type._fields)
-        if unknown or len(set(self.wire_fields)) != len(self.wire_fields):
+        # Record fields a version lacks (v1: AS numbers and masks) are 0.
+        unknown = set(self.layout.names) - set(self.record_type._fields)
+        if unknown:
             raise ValueError(f"v{self.version}: bad wire fields {sorted(unknown)}")
-        if len(struct.unpack(self.record.format, bytes(self.record.size))) != len(self.wire_fields):
-            raise ValueError(f"v{self.version}: record format and wire fields disagree")
         object.__setattr__(self, "build_records", _compile_records(self))
+
+    @property
+    def record(self) -> struct.Struct:
+        """One record's ``struct``: the values of ``wire_fields``, addresses as 4 bytes."""
+        return self.layout.struct
+
+    @property
+    def wire_fields(self) -> tuple[str, ...]:
+        return self.layout.names
 
     def parse_header(self, data: bytes) -> tuple[PacketHeader, int]:
         """Validate lengths and parse the header; returns it and the trailing byte count."""
@@ -98,7 +116,7 @@ class Layout:
                 engine_type = engine_id = sampling = 0
         if count == 0:
             raise DecodeError("zero_count", "header count is 0", version=self.version, offset=2)
-        needed = self.header.size + count * self.record.size
+        needed = self.header.size + count * self.layout.size
         if len(data) < needed:
             raise DecodeError(
                 "short_records",
@@ -118,12 +136,23 @@ class Layout:
             # The top two bits are the sampling mode, the low fourteen the interval.
             sampling_interval=sampling & 0x3FFF,
             sampling_mode=sampling >> 14,
+            has_sequence=self.has_sequence,
+            # These versions' flow_sequence counts flows: the next datagram's is count later.
+            sequence_step=count if self.has_sequence else 0,
         )
         return header, len(data) - needed
 
-    def body(self, data: bytes, count: int) -> memoryview:
+    def split(self, data: bytes) -> Datagram:
+        """The header and the one record batch (the body), or DecodeError."""
+        header, trailing = self.parse_header(data)
         start = self.header.size
-        return memoryview(data)[start : start + count * self.record.size]
+        body = memoryview(data)[start : start + header.count * self.layout.size]
+        return Datagram(
+            header=header,
+            batches=(RecordBatch(layout=self.layout, data=body),),
+            warnings=self.warnings(header, trailing),
+            trailing_bytes=trailing,
+        )
 
     def warnings(self, header: PacketHeader, trailing: int) -> tuple[str, ...]:
         found = []
@@ -134,43 +163,48 @@ class Layout:
         return tuple(found)
 
     def decode(self, data: bytes) -> Packet:
-        header, trailing = self.parse_header(data)
+        parts = self.split(data)
+        header = parts.header
         k_time, k_up = time_bases(header.sys_uptime, header.export_time_ms)
-        records = self.build_records(self.body(data, header.count), k_time, k_up)
         return Packet(
             header=header,
-            records=tuple(records),
-            warnings=self.warnings(header, trailing),
-            trailing_bytes=trailing,
+            batches=parts.batches,
+            batch_records=tuple(
+                tuple(self.build_records(batch.data, k_time, k_up)) for batch in parts.batches
+            ),
+            problems=parts.problems,
+            warnings=parts.warnings,
+            trailing_bytes=parts.trailing_bytes,
         )
 
 
 def value_expression(name: str, layout: Layout) -> str:
     """Python expression turning the unpacked wire value ``name`` into the model's value."""
-    if name not in layout.wire_fields:
+    f = layout.field(name)
+    if f is None:
         return "0"
-    if name in TIME_FIELDS:
+    if f.kind is Kind.UPTIME_MS:
         return f"(k_time - ((k_up - {name}) & {UPTIME_MASK}))"
-    if name in ADDRESS_FIELDS:
+    if f.kind is Kind.IPV4:
         return f"inet_ntoa({name})"
     return name
 
 
-def _compile_records(layout: Layout) -> RecordBuilder:
+def _compile_records(fmt: ExportFormat) -> RecordBuilder:
     # A generated comprehension (like namedtuple's generated __new__) is three times faster
     # than a generic loop over field descriptors: no per-field dispatch on the hot path.
-    values = ", ".join(value_expression(n, layout) for n in layout.record_type._fields)
+    values = ", ".join(value_expression(n, fmt.layout) for n in fmt.record_type._fields)
     source = (
         "def build_records(body, k_time, k_up):\n"
         f"    return [new(Record, ({values},))\n"
-        f"            for ({', '.join(layout.wire_fields)},) in unpack(body)]\n"
+        f"            for ({', '.join(fmt.layout.names)},) in unpack(body)]\n"
     )
     namespace = {
         "new": tuple.__new__,
-        "Record": layout.record_type,
-        "unpack": layout.record.iter_unpack,
+        "Record": fmt.record_type,
+        "unpack": fmt.layout.struct.iter_unpack,
         "inet_ntoa": inet_ntoa,
     }
-    exec(compile(source, f"<netflow v{layout.version} records>", "exec"), namespace)  # noqa: S102
+    exec(compile(source, f"<netflow v{fmt.version} records>", "exec"), namespace)  # noqa: S102
     builder: RecordBuilder = namespace["build_records"]  # type: ignore[assignment]
     return builder

@@ -1,0 +1,49 @@
+"""NetFlow v7 (Catalyst switches): v5 header with 4 reserved bytes instead of engine and
+sampling; 52-byte records = v5 with flags1 where v5 pads, flags2 and the shortcut router."""
+
+from __future__ import annotations
+
+from relay.flows.layout import Kind, Layout
+from relay.flows.legacy import HEADER_24, ExportFormat, fields
+from relay.flows.model import FlowRecordV7
+
+IPV4, UPTIME = Kind.IPV4, Kind.UPTIME_MS
+
+LAYOUT = ExportFormat(
+    version=7,
+    header=HEADER_24,
+    layout=Layout(
+        name="netflow v7",
+        size=52,
+        # offset, size, name, IANA element, kind. As v5 but 36 flags1 (v5's pad1), 46 flags2
+        # (v5's pad2) and 48 router_sc; none of the three has an IANA element.
+        fields=fields(
+            (0, 4, "src_addr", 8, IPV4),
+            (4, 4, "dst_addr", 12, IPV4),
+            (8, 4, "next_hop", 15, IPV4),
+            (12, 2, "input_if", 10),
+            (14, 2, "output_if", 14),
+            (16, 4, "packets", 2),
+            (20, 4, "bytes", 1),
+            (24, 4, "first", 22, UPTIME),
+            (28, 4, "last", 21, UPTIME),
+            (32, 2, "src_port", 7),
+            (34, 2, "dst_port", 11),
+            (36, 1, "flags1", None),
+            (37, 1, "tcp_flags", 6),
+            (38, 1, "protocol", 4),
+            (39, 1, "tos", 5),
+            (40, 2, "src_as", 16),
+            (42, 2, "dst_as", 17),
+            (44, 1, "src_mask", 9),
+            (45, 1, "dst_mask", 13),
+            (46, 2, "flags2", None),
+            (48, 4, "router_sc", None, IPV4),
+        ),
+    ),
+    record_type=FlowRecordV7,
+    max_count=27,
+    has_sequence=True,
+    has_engine=False,
+)
+decode = LAYOUT.decode

@@ -42,7 +42,6 @@ never waits for an fsync.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import errno
 import fcntl
@@ -52,7 +51,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
@@ -64,6 +63,7 @@ from relay.errors import SpoolError
 from relay.spool import codec
 from relay.spool.codec import FILE_HEADER_SIZE, FRAME_HEADER_SIZE, SEAL_SIZE, Stop
 from relay.spool.recent import RecentWrites
+from relay.spool.table import Batch, Position, Segment, SegmentTable
 
 __all__ = ["Batch", "FsyncPolicy", "Overflow", "Position", "Spool", "SpoolStats"]
 
@@ -93,43 +93,6 @@ class Overflow(StrEnum):
     DROP_NEWEST = "drop-newest"  # refuse the lines that do not fit
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Position:
-    """A frame boundary in the spool. Ordered by (segment, offset).
-
-    ``index`` is how many lines of the segment lie before ``offset``. Positions handed out by
-    the spool carry it so commit() and read() stay O(1); it takes no part in comparisons, and
-    a hand-made position (index -1) is checked by reading the segment up to ``offset``.
-    """
-
-    segment: int
-    offset: int
-    index: int = field(default=-1, compare=False)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Batch:
-    lines: list[bytes]
-    """Syslog lines without framing, in order."""
-    start: Position
-    """Where the first line starts."""
-    end: Position
-    """Just after the last line: read(end) for the next batch, commit(end) once delivered."""
-    nbytes: int
-    """Sum of len(line)."""
-
-    def position_after(self, count: int) -> Position:
-        """The position just after the first ``count`` lines (to commit part of a batch)."""
-        if not 0 <= count <= len(self.lines):
-            raise ValueError(f"a batch of {len(self.lines)} lines has no line {count}")
-        if count == len(self.lines):
-            return self.end
-        # A batch never spans segments, so lines follow each other at fixed overhead.
-        offset = self.start.offset + FRAME_HEADER_SIZE * count + sum(map(len, self.lines[:count]))
-        index = self.start.index + count if self.start.index >= 0 else -1
-        return Position(self.start.segment, offset, index)
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SpoolStats:
     pending_lines: int
@@ -156,19 +119,6 @@ class SpoolStats:
     truncated_bytes: int
     """Bytes cut off segments because of torn tails or corruption."""
     syncs: int
-
-
-@dataclass(slots=True)
-class _Segment:
-    id: int
-    data_end: int
-    """Offset just past the last line frame."""
-    lines: int
-    sealed: bool = False
-
-    @property
-    def size(self) -> int:
-        return self.data_end + (SEAL_SIZE if self.sealed else 0)
 
 
 def _segment_name(segment: int) -> str:
@@ -210,16 +160,10 @@ class Spool:
         self._dir_fd = dir_fd
         self._closed = False
 
-        self._segments: list[_Segment] = []
+        self._table = SegmentTable()
         self._wfd = -1  # the active (last) segment, opened O_APPEND
         self._rfd = -1
         self._rfd_segment = -1
-        self._cursor = Position(0, FILE_HEADER_SIZE, 0)
-
-        # Totals over self._segments, kept as they change so statistics() is O(1).
-        self._total_lines = 0
-        self._data_bytes = 0  # sum of data_end - FILE_HEADER_SIZE
-        self._disk_bytes = 0
 
         self._lines_appended = 0
         self._bytes_appended = 0
@@ -320,36 +264,37 @@ class Spool:
             if recovered is None:
                 continue
             seg, boundary = recovered
-            self._add_segment(seg)
+            self._table.add(seg)
             if saved and segment == saved[0]:
                 cursor_offset, cursor_index = boundary or self._recovered_cursor(seg, saved)
-        if self._segments and self._segments[0].id == cursor_segment and cursor_index >= 0:
-            self._cursor = Position(cursor_segment, cursor_offset, cursor_index)
-        elif self._segments:
+        segments = self._table.segments
+        if segments and segments[0].id == cursor_segment and cursor_index >= 0:
+            self._table.cursor = Position(cursor_segment, cursor_offset, cursor_index)
+        elif self._table.segments:
             # No usable cursor inside the oldest segment: resend from its start, never skip.
-            first = self._segments[0]
-            self._cursor = Position(first.id, FILE_HEADER_SIZE, 0)
+            first = self._table.segments[0]
+            self._table.cursor = Position(first.id, FILE_HEADER_SIZE, 0)
         last = max([cursor_segment, *ids], default=0)
         self._start_active(last + 1)
         self._normalize_cursor()
         if self._overflow is Overflow.DROP_OLDEST:
             # Over the cap on open (it was lowered): make room now, counted like any drop.
-            while self._disk_bytes > self._max_bytes and self._drop_oldest():
+            while self._table.disk_bytes > self._max_bytes and self._drop_oldest():
                 pass
         logger.info(
             "spool opened",
             extra={
                 "event": "spool_opened",
                 "directory": str(self._dir),
-                "segments": len(self._segments),
-                "pending_lines": self._pending_lines(),
-                "cursor": f"{self._cursor.segment}:{self._cursor.offset}",
+                "segments": len(self._table.segments),
+                "pending_lines": self._table.pending_lines,
+                "cursor": f"{self._table.cursor.segment}:{self._table.cursor.offset}",
             },
         )
 
     def _recover_segment(
         self, segment: int, want: int | None
-    ) -> tuple[_Segment, tuple[int, int] | None] | None:
+    ) -> tuple[Segment, tuple[int, int] | None] | None:
         """Check one segment found on open; cut and seal it if it was left unsealed.
 
         Returns None if the segment was unusable (deleted), else the segment and, when
@@ -381,7 +326,7 @@ class Spool:
                         os.unlink(path)  # nothing in it: keeping it would only use space
                         self._dir_dirty = True
                         return None
-                    return _Segment(segment, data_end, seal.lines, sealed=True), None
+                    return Segment(segment, data_end, seal.lines, sealed=True), None
             # Unsealed: read it all. When the cursor is in it, first up to the cursor, so the
             # cursor's line index is counted, not trusted.
             boundary: tuple[int, int] | None = None
@@ -421,11 +366,11 @@ class Spool:
             os.fdatasync(fd)
             if boundary is not None and boundary[0] > end:
                 boundary = (end, count)  # the cursor cannot point past the cut
-            return _Segment(segment, end, count, sealed=True), boundary
+            return Segment(segment, end, count, sealed=True), boundary
         finally:
             os.close(fd)
 
-    def _recovered_cursor(self, seg: _Segment, saved: tuple[int, int, int]) -> tuple[int, int]:
+    def _recovered_cursor(self, seg: Segment, saved: tuple[int, int, int]) -> tuple[int, int]:
         """The saved cursor in a sealed segment: trusted if plausible, else re-counted."""
         _, offset, index = saved
         plausible = (
@@ -477,10 +422,10 @@ class Spool:
             return 0
         data = codec.encode_frames(lines)
         size = len(data)
-        active = self._segments[-1]
+        active = self._table.segments[-1]
         if (
             active.data_end + size <= self._segment_limit
-            and self._disk_bytes + size + _RESERVE <= self._max_bytes
+            and self._table.disk_bytes + size + _RESERVE <= self._max_bytes
         ):
             # The common case, kept short: it runs for every datagram's worth of lines.
             try:
@@ -504,7 +449,7 @@ class Spool:
 
     def _write_active(self, data: bytes, lines: Sequence[bytes], nbytes: int) -> None:
         """Write the frames ``data`` of ``lines`` (payload ``nbytes``) to the active segment."""
-        active = self._segments[-1]
+        active = self._table.segments[-1]
         count = len(lines)
         try:
             _write_all(self._wfd, data)
@@ -521,11 +466,7 @@ class Spool:
             lines=list(lines),
             nbytes=nbytes,
         )
-        active.data_end += len(data)
-        active.lines += count
-        self._total_lines += count
-        self._data_bytes += len(data)
-        self._disk_bytes += len(data)
+        self._table.appended(len(data), count)
         self._lines_appended += count
         self._bytes_appended += nbytes
 
@@ -549,12 +490,12 @@ class Spool:
             for line in lines:
                 frame = codec.encode_frames((line,))
                 while True:
-                    active = self._segments[-1]
+                    active = self._table.segments[-1]
                     rotate = bool(active.lines or frames) and (
                         active.data_end + frame_bytes + len(frame) > self._segment_limit
                     )
                     need = len(frame) + (FILE_HEADER_SIZE + SEAL_SIZE if rotate else 0)
-                    fits = self._disk_bytes + frame_bytes + need + _RESERVE <= self._max_bytes
+                    fits = self._table.disk_bytes + frame_bytes + need + _RESERVE <= self._max_bytes
                     if fits or self._overflow is not Overflow.DROP_OLDEST:
                         break
                     flush()
@@ -583,7 +524,7 @@ class Spool:
             raise SpoolError(f"cannot write to the spool in {self._dir}: {exc}") from exc
         # The file system filled up before the cap: drop-oldest frees a segment and tries
         # once more; otherwise (or if that fails too) the lines are refused, counted.
-        if retry and self._overflow is Overflow.DROP_OLDEST and len(self._segments) > 1:
+        if retry and self._overflow is Overflow.DROP_OLDEST and len(self._table.segments) > 1:
             self._drop_oldest()
             return self._append_slow(lines, retry=False)
         self._dropped_no_space += len(lines)
@@ -592,7 +533,7 @@ class Spool:
 
     def _rotate(self) -> None:
         """Seal the active segment and start the next one."""
-        old = self._segments[-1]
+        old = self._table.segments[-1]
         old_fd = self._wfd
         new_fd = self._create_segment(old.id + 1)  # first, so a failure changes nothing
         try:
@@ -606,8 +547,7 @@ class Spool:
             with contextlib.suppress(OSError):
                 os.ftruncate(old_fd, old.data_end)
         else:
-            old.sealed = True
-            self._disk_bytes += SEAL_SIZE
+            self._table.sealed(old)
         with self._lock:
             self._wfd = new_fd
             self._dir_dirty = True
@@ -615,13 +555,13 @@ class Spool:
                 os.close(old_fd)
             else:
                 self._dirty.append(old_fd)  # sync() makes it durable, off the trio thread
-        self._add_segment(_Segment(old.id + 1, FILE_HEADER_SIZE, 0))
+        self._table.add(Segment(old.id + 1, FILE_HEADER_SIZE, 0))
 
     def _start_active(self, segment: int) -> None:
         self._wfd = self._create_segment(segment)
         with self._lock:
             self._dir_dirty = True
-        self._add_segment(_Segment(segment, FILE_HEADER_SIZE, 0))
+        self._table.add(Segment(segment, FILE_HEADER_SIZE, 0))
 
     def _create_segment(self, segment: int) -> int:
         path = self._path(segment)
@@ -637,16 +577,14 @@ class Spool:
 
     def _drop_oldest(self) -> bool:
         """Delete the oldest segment, counting its untaken lines. False if nothing to drop."""
-        oldest = self._segments[0]
-        if oldest is self._segments[-1]:
+        oldest = self._table.segments[0]
+        if oldest is self._table.segments[-1]:
             if not oldest.lines:
                 return False
             self._rotate()  # the active segment is the oldest: seal it so it can go
-        dropped = oldest.lines - self._cursor.index
+        seg, dropped = self._table.drop_oldest()
         self._dropped_oldest += dropped
-        self._delete_oldest()
-        nxt = self._segments[0]
-        self._cursor = Position(nxt.id, FILE_HEADER_SIZE, 0)
+        self._forget(seg)
         self._normalize_cursor()
         self._log_drop("spool full: oldest lines dropped", dropped)
         return True
@@ -682,9 +620,9 @@ class Spool:
 
     def _read(self, start: Position | None, max_bytes: int) -> Batch:
         # Bounded: each pass either returns or cuts a segment, which moves ``pos`` forward.
-        for _ in range(len(self._segments) + 2):
-            pos = self._resolve(start)
-            seg = self._segments[self._find(pos.segment)]
+        for _ in range(len(self._table.segments) + 2):
+            pos = self._table.resolve(start, self._index_of)
+            seg = self._table.segments[self._table.find(pos.segment)]
             available = seg.data_end - pos.offset
             if available <= 0:
                 return Batch(lines=[], start=pos, end=pos, nbytes=0)
@@ -728,7 +666,7 @@ class Spool:
         """Return once a line is pending after ``after``."""
         while True:
             self._check_open()
-            if self._has_data_after(after):
+            if self._table.has_data_after(after):
                 return
             if self._readable is None:
                 self._readable = trio.Event()
@@ -737,53 +675,38 @@ class Spool:
     def commit(self, position: Position) -> None:
         """Everything before ``position`` has been delivered: move the cursor past it."""
         self._check_open()
-        cursor = self._cursor
+        cursor = self._table.cursor
         if position <= cursor:
             return  # stale (already committed, or dropped by drop-oldest)
-        head = self.head
-        if position > head:
-            raise ValueError(f"cannot commit {position}: beyond the head of the spool {head}")
-        i = self._find(position.segment)
-        seg = self._segments[i]
-        if seg.id != position.segment:
-            offset, index = FILE_HEADER_SIZE, 0  # a gap left by recovery: all before seg
-        elif position.offset >= seg.data_end:
-            offset, index = seg.data_end, seg.lines  # clamp: the segment was cut under us
-        elif position.index >= 0:
-            offset, index = position.offset, position.index
-        else:
-            try:
-                offset, index = position.offset, self._index_of(seg, position.offset)
-            except OSError as exc:
-                raise SpoolError(f"cannot read the spool in {self._dir}: {exc}") from exc
-        before = self._pending_lines()
+        try:
+            i, target = self._table.commit_target(position, self._index_of)
+        except OSError as exc:
+            raise SpoolError(f"cannot read the spool in {self._dir}: {exc}") from exc
+        before = self._table.pending_lines
         for _ in range(i):
-            self._delete_oldest()
-        self._cursor = Position(seg.id, offset, index)
+            self._forget(self._table.pop_oldest())
+        self._table.cursor = target
         self._normalize_cursor()
-        self._recent.discard_before(self._cursor.segment, self._cursor.offset)
-        self._lines_committed += before - self._pending_lines()
+        self._recent.discard_before(self._table.cursor.segment, self._table.cursor.offset)
+        self._lines_committed += before - self._table.pending_lines
         now = self._clock()
         if now - self._cursor_written_at >= CURSOR_INTERVAL:
             self._write_cursor(durable=False, now=now, wait=False)
 
     @property
     def cursor(self) -> Position:
-        return self._cursor
+        return self._table.cursor
 
     @property
     def head(self) -> Position:
-        active = self._segments[-1]
-        return Position(active.id, active.data_end, active.lines)
+        return self._table.head
 
     def statistics(self) -> SpoolStats:
-        pending_lines = self._pending_lines()
-        pending_frame_bytes = self._data_bytes - (self._cursor.offset - FILE_HEADER_SIZE)
         return SpoolStats(
-            pending_lines=pending_lines,
-            pending_bytes=pending_frame_bytes - FRAME_HEADER_SIZE * pending_lines,
-            segments=len(self._segments),
-            disk_bytes=self._disk_bytes,
+            pending_lines=self._table.pending_lines,
+            pending_bytes=self._table.pending_bytes,
+            segments=len(self._table.segments),
+            disk_bytes=self._table.disk_bytes,
             max_bytes=self._max_bytes,
             lines_appended=self._lines_appended,
             bytes_appended=self._bytes_appended,
@@ -798,55 +721,11 @@ class Spool:
             syncs=self._syncs,
         )
 
-    def _pending_lines(self) -> int:
-        return self._total_lines - self._cursor.index
-
-    def _resolve(self, start: Position | None) -> Position:
-        """A readable position with its line index: at or after the cursor, never before."""
-        cursor = self._cursor
-        if start is None or start <= cursor:
-            pos = cursor
-        else:
-            head = self.head
-            if start > head:
-                raise ValueError(f"cannot read from {start}: beyond the head of the spool {head}")
-            seg = self._segments[self._find(start.segment)]
-            if seg.id != start.segment:
-                pos = Position(seg.id, FILE_HEADER_SIZE, 0)
-            elif start.offset >= seg.data_end:
-                pos = Position(seg.id, seg.data_end, seg.lines)
-            elif start.index >= 0:
-                pos = start
-            else:
-                pos = Position(seg.id, start.offset, self._index_of(seg, start.offset))
-        # Past the end of a closed segment means the start of the next one.
-        i = self._find(pos.segment)
-        while pos.offset >= self._segments[i].data_end and i + 1 < len(self._segments):
-            i += 1
-            pos = Position(self._segments[i].id, FILE_HEADER_SIZE, 0)
-        return pos
-
-    def _has_data_after(self, after: Position) -> bool:
-        pos = self._cursor if after <= self._cursor else after
-        i = self._find(pos.segment)
-        if i < 0:
-            return False  # beyond the head
-        seg = self._segments[i]
-        if seg.id == pos.segment and pos.offset >= seg.data_end:
-            i += 1
-        return any(seg.lines for seg in self._segments[i:])
-
-    def _find(self, segment: int) -> int:
-        """Index in self._segments of the segment holding ``segment`` (the next one if it is
-        gone; -1 if beyond the last)."""
-        i = bisect.bisect_left(self._segments, segment, key=lambda s: s.id)
-        return i if i < len(self._segments) else -1
-
-    def _index_of(self, seg: _Segment, offset: int) -> int:
+    def _index_of(self, seg: Segment, offset: int) -> int:
         """Line index at ``offset`` in ``seg``; ValueError unless it is a frame boundary."""
         if offset <= FILE_HEADER_SIZE:
             return 0
-        cursor = self._cursor
+        cursor = self._table.cursor
         start, count = FILE_HEADER_SIZE, 0
         if cursor.segment == seg.id and cursor.offset <= offset:
             start, count = cursor.offset, cursor.index
@@ -867,10 +746,10 @@ class Spool:
             os.close(self._rfd)
         self._rfd, self._rfd_segment = -1, -1
 
-    def _cut(self, seg: _Segment, at: int, lines_kept: int) -> None:
+    def _cut(self, seg: Segment, at: int, lines_kept: int) -> None:
         """A frame at ``at`` failed its checks while being read: cut the segment there."""
-        lost = seg.lines - lines_kept
         cut_bytes = seg.size - at
+        lost = self._table.cut(seg, at, lines_kept)
         self._corrupt_frames += 1
         self._lost_corrupt += lost
         self._truncated_bytes += cut_bytes
@@ -885,12 +764,7 @@ class Spool:
             },
         )
         self._recent.clear()  # positions after the cut no longer exist
-        self._total_lines -= lost
-        self._data_bytes -= seg.data_end - at
-        self._disk_bytes -= cut_bytes
-        seg.data_end, seg.lines = at, lines_kept
-        if seg is self._segments[-1]:
-            seg.sealed = False
+        if seg is self._table.segments[-1]:
             os.ftruncate(self._wfd, at)
             # Go on in a fresh segment so that positions handed out before the cut can never
             # point into lines written after it.
@@ -902,8 +776,7 @@ class Spool:
                 os.pwrite(fd, codec.encode_seal(seg.id, lines_kept), at)
             finally:
                 os.close(fd)
-            seg.sealed = True
-            self._disk_bytes += SEAL_SIZE
+            self._table.sealed(seg)
         self._normalize_cursor()
 
     # ----------------------------------------------------------------------------- segments
@@ -911,18 +784,9 @@ class Spool:
     def _path(self, segment: int) -> Path:
         return self._dir / _segment_name(segment)
 
-    def _add_segment(self, seg: _Segment) -> None:
-        self._segments.append(seg)
-        self._total_lines += seg.lines
-        self._data_bytes += seg.data_end - FILE_HEADER_SIZE
-        self._disk_bytes += seg.size
-
-    def _delete_oldest(self) -> None:
-        seg = self._segments.pop(0)
+    def _forget(self, seg: Segment) -> None:
+        """``seg`` left the table (delivered or dropped): delete its file."""
         self._recent.discard_before(seg.id, seg.data_end)
-        self._total_lines -= seg.lines
-        self._data_bytes -= seg.data_end - FILE_HEADER_SIZE
-        self._disk_bytes -= seg.size
         if self._rfd_segment == seg.id:
             self._close_reader()
         try:
@@ -936,12 +800,8 @@ class Spool:
 
     def _normalize_cursor(self) -> None:
         """Keep the cursor in the oldest segment, deleting closed segments it has passed."""
-        while len(self._segments) > 1 and self._cursor.offset >= self._segments[0].data_end:
-            self._delete_oldest()
-            self._cursor = Position(self._segments[0].id, FILE_HEADER_SIZE, 0)
-        first = self._segments[0]
-        if self._cursor.segment != first.id:
-            self._cursor = Position(first.id, FILE_HEADER_SIZE, 0)
+        for seg in self._table.normalize_cursor():
+            self._forget(seg)
 
     # ----------------------------------------------------------------------------- durability
 
@@ -992,7 +852,7 @@ class Spool:
         if not self._cursor_lock.acquire(blocking=wait):
             return
         try:
-            cursor = self._cursor
+            cursor = self._table.cursor
             done = self._cursor_durable if durable else self._cursor_written
             if done == cursor and (done is None or done.index == cursor.index):
                 return
@@ -1026,12 +886,11 @@ class Spool:
         if self._closed:
             return
         with self._sync_lock:
-            active = self._segments[-1]
+            active = self._table.segments[-1]
             if active.lines:
                 try:
                     _write_all(self._wfd, codec.encode_seal(active.id, active.lines))
-                    active.sealed = True
-                    self._disk_bytes += SEAL_SIZE
+                    self._table.sealed(active)
                 except OSError as exc:
                     logger.warning(
                         "cannot seal spool segment",
@@ -1057,7 +916,7 @@ class Spool:
             self._readable = None
         logger.info(
             "spool closed",
-            extra={"event": "spool_closed", "pending_lines": self._pending_lines()},
+            extra={"event": "spool_closed", "pending_lines": self._table.pending_lines},
         )
 
     def __enter__(self) -> Self:

@@ -43,11 +43,8 @@ never waits for an fsync.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -62,6 +59,18 @@ import trio
 from relay.errors import SpoolError
 from relay.spool import codec
 from relay.spool.codec import FILE_HEADER_SIZE, FRAME_HEADER_SIZE, SEAL_SIZE, Stop
+from relay.spool.files import (
+    NO_SPACE,
+    SegmentReader,
+    create_segment,
+    cut_segment,
+    list_segments,
+    lock_directory,
+    scan,
+    seal_segment,
+    segment_name,
+    write_all,
+)
 from relay.spool.recent import RecentWrites
 from relay.spool.table import Batch, Position, Segment, SegmentTable
 
@@ -75,10 +84,7 @@ RECENT_BYTES = 8 << 20
 """Memory for the latest appends kept for read() (relay/spool/recent.py): payload plus a
 fixed cost per line and per append."""
 
-_SEGMENT_RE = re.compile(r"(\d{1,19})\.seg")
-_SCAN_CHUNK = 1 << 20
 _MAX_DIRTY = 64  # rotated segments waiting for sync(); more means nobody calls sync()
-_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 _LOG_EVERY = 10.0  # seconds between repeated drop warnings
 
 
@@ -121,18 +127,6 @@ class SpoolStats:
     syncs: int
 
 
-def _segment_name(segment: int) -> str:
-    return f"{segment:012d}.seg"
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    written = os.write(fd, data)
-    if written < len(data):  # rare for regular files: a signal, or the disk filling up
-        view = memoryview(data)[written:]
-        while view:
-            view = view[os.write(fd, view) :]
-
-
 class Spool:
     """A durable, size-capped FIFO of syslog lines. Create with Spool.open()."""
 
@@ -162,8 +156,7 @@ class Spool:
 
         self._table = SegmentTable()
         self._wfd = -1  # the active (last) segment, opened O_APPEND
-        self._rfd = -1
-        self._rfd_segment = -1
+        self._reader = SegmentReader(directory)
 
         self._lines_appended = 0
         self._bytes_appended = 0
@@ -214,7 +207,7 @@ class Spool:
         if segment_bytes < _MIN_SEGMENT:
             raise ValueError(f"spool segment_bytes must be at least {_MIN_SEGMENT}")
         directory = Path(directory)
-        lock_fd = _lock_directory(directory)
+        lock_fd = lock_directory(directory)
         try:
             dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
@@ -246,9 +239,7 @@ class Spool:
     def _recover(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._dir / "cursor.tmp")
-        ids = sorted(
-            int(m[1]) for name in os.listdir(self._dir) if (m := _SEGMENT_RE.fullmatch(name))
-        )
+        ids = list_segments(self._dir)
         saved = self._load_cursor()
         cursor_segment = saved[0] if saved else (ids[0] if ids else 0)
         cursor_index = -1
@@ -332,10 +323,10 @@ class Spool:
             boundary: tuple[int, int] | None = None
             end, count, stop = FILE_HEADER_SIZE, 0, Stop.END
             if want is not None:
-                end, count, stop = _scan(fd, FILE_HEADER_SIZE, 0, max(FILE_HEADER_SIZE, want))
+                end, count, stop = scan(fd, FILE_HEADER_SIZE, 0, max(FILE_HEADER_SIZE, want))
                 boundary = (end, count)
             if stop is Stop.END or stop is Stop.PARTIAL:
-                end, count, stop = _scan(fd, end, count, size)
+                end, count, stop = scan(fd, end, count, size)
             if end < size:
                 if stop is Stop.PARTIAL:
                     self._torn_tails += 1
@@ -355,14 +346,14 @@ class Spool:
                         "reason": what,
                     },
                 )
-                os.ftruncate(fd, end)
+                cut_segment(fd, end)
             if count == 0:
                 # The active segment of a relay that died before writing to it (or whose
                 # only lines were torn): delete it, so that restarts do not eat the cap.
                 os.unlink(path)
                 self._dir_dirty = True
                 return None
-            os.pwrite(fd, codec.encode_seal(segment, count), end)
+            seal_segment(fd, segment, count, end)
             os.fdatasync(fd)
             if boundary is not None and boundary[0] > end:
                 boundary = (end, count)  # the cursor cannot point past the cut
@@ -387,7 +378,7 @@ class Spool:
             return offset, seg.lines
         fd = os.open(self._path(seg.id), os.O_RDONLY | os.O_CLOEXEC)
         try:
-            end, count, _ = _scan(fd, FILE_HEADER_SIZE, 0, offset)
+            end, count, _ = scan(fd, FILE_HEADER_SIZE, 0, offset)
         finally:
             os.close(fd)
         return end, count
@@ -452,11 +443,11 @@ class Spool:
         active = self._table.segments[-1]
         count = len(lines)
         try:
-            _write_all(self._wfd, data)
+            write_all(self._wfd, data)
         except OSError:
             # Leave no partial frame behind: the next append would follow garbage.
             with contextlib.suppress(OSError):
-                os.ftruncate(self._wfd, active.data_end)
+                cut_segment(self._wfd, active.data_end)
             raise
         self._recent.add(
             segment=active.id,
@@ -520,7 +511,7 @@ class Spool:
 
     def _after_write_error(self, exc: OSError, lines: Sequence[bytes], *, retry: bool) -> int:
         """A write failed and nothing of ``lines`` was written; returns how many were then."""
-        if exc.errno not in _NO_SPACE:
+        if exc.errno not in NO_SPACE:
             raise SpoolError(f"cannot write to the spool in {self._dir}: {exc}") from exc
         # The file system filled up before the cap: drop-oldest frees a segment and tries
         # once more; otherwise (or if that fails too) the lines are refused, counted.
@@ -537,15 +528,13 @@ class Spool:
         old_fd = self._wfd
         new_fd = self._create_segment(old.id + 1)  # first, so a failure changes nothing
         try:
-            _write_all(old_fd, codec.encode_seal(old.id, old.lines))
+            seal_segment(old_fd, old.id, old.lines, old.data_end)
         except OSError as exc:
             # Unsealed is still correct: the next open reads the segment instead.
             logger.warning(
                 "cannot seal spool segment",
                 extra={"event": "spool_seal_failed", "segment": old.id, "error": str(exc)},
             )
-            with contextlib.suppress(OSError):
-                os.ftruncate(old_fd, old.data_end)
         else:
             self._table.sealed(old)
         with self._lock:
@@ -564,16 +553,7 @@ class Spool:
         self._table.add(Segment(segment, FILE_HEADER_SIZE, 0))
 
     def _create_segment(self, segment: int) -> int:
-        path = self._path(segment)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        try:
-            _write_all(fd, codec.encode_file_header(segment))
-        except OSError:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            raise
-        return fd
+        return create_segment(self._path(segment), segment)
 
     def _drop_oldest(self) -> bool:
         """Delete the oldest segment, counting its untaken lines. False if nothing to drop."""
@@ -636,7 +616,7 @@ class Spool:
             kept = self._recent.first(seg.id)
             if kept is not None and kept > pos.offset:
                 want = min(want, kept - pos.offset)  # then the next read comes from memory
-            fd = self._reader(seg.id)
+            fd = self._reader.fd(seg.id)
             chunk = os.pread(fd, want, pos.offset)
             decoded = codec.decode_frames(chunk, max_bytes=max_bytes)
             if decoded.count == 0 and decoded.stop is Stop.PARTIAL and decoded.need <= available:
@@ -729,22 +709,10 @@ class Spool:
         start, count = FILE_HEADER_SIZE, 0
         if cursor.segment == seg.id and cursor.offset <= offset:
             start, count = cursor.offset, cursor.index
-        end, count, _ = _scan(self._reader(seg.id), start, count, offset)
+        end, count, _ = scan(self._reader.fd(seg.id), start, count, offset)
         if end != offset:
             raise ValueError(f"{seg.id}:{offset} is not a frame boundary in the spool")
         return count
-
-    def _reader(self, segment: int) -> int:
-        if self._rfd_segment != segment:
-            self._close_reader()
-            self._rfd = os.open(self._path(segment), os.O_RDONLY | os.O_CLOEXEC)
-            self._rfd_segment = segment
-        return self._rfd
-
-    def _close_reader(self) -> None:
-        if self._rfd >= 0:
-            os.close(self._rfd)
-        self._rfd, self._rfd_segment = -1, -1
 
     def _cut(self, seg: Segment, at: int, lines_kept: int) -> None:
         """A frame at ``at`` failed its checks while being read: cut the segment there."""
@@ -765,15 +733,14 @@ class Spool:
         )
         self._recent.clear()  # positions after the cut no longer exist
         if seg is self._table.segments[-1]:
-            os.ftruncate(self._wfd, at)
+            cut_segment(self._wfd, at)
             # Go on in a fresh segment so that positions handed out before the cut can never
             # point into lines written after it.
             self._rotate()
         else:
             fd = os.open(self._path(seg.id), os.O_WRONLY | os.O_CLOEXEC)
             try:
-                os.ftruncate(fd, at)
-                os.pwrite(fd, codec.encode_seal(seg.id, lines_kept), at)
+                seal_segment(fd, seg.id, lines_kept, at)
             finally:
                 os.close(fd)
             self._table.sealed(seg)
@@ -782,13 +749,12 @@ class Spool:
     # ----------------------------------------------------------------------------- segments
 
     def _path(self, segment: int) -> Path:
-        return self._dir / _segment_name(segment)
+        return self._dir / segment_name(segment)
 
     def _forget(self, seg: Segment) -> None:
         """``seg`` left the table (delivered or dropped): delete its file."""
         self._recent.discard_before(seg.id, seg.data_end)
-        if self._rfd_segment == seg.id:
-            self._close_reader()
+        self._reader.forget(seg.id)
         try:
             os.unlink(self._path(seg.id))
         except FileNotFoundError:
@@ -859,7 +825,7 @@ class Spool:
             tmp = self._dir / "cursor.tmp"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
-                _write_all(fd, codec.encode_cursor(cursor.segment, cursor.offset, cursor.index))
+                write_all(fd, codec.encode_cursor(cursor.segment, cursor.offset, cursor.index))
                 if durable:
                     os.fdatasync(fd)
             finally:
@@ -889,7 +855,7 @@ class Spool:
             active = self._table.segments[-1]
             if active.lines:
                 try:
-                    _write_all(self._wfd, codec.encode_seal(active.id, active.lines))
+                    seal_segment(self._wfd, active.id, active.lines, active.data_end)
                     self._table.sealed(active)
                 except OSError as exc:
                     logger.warning(
@@ -932,7 +898,7 @@ class Spool:
 
     def _close_fds(self) -> None:
         self._closed = True
-        self._close_reader()
+        self._reader.close()
         with self._lock:
             fds = [*self._dirty, self._wfd, self._dir_fd, self._lock_fd]
             self._dirty, self._wfd, self._dir_fd, self._lock_fd = [], -1, -1, -1
@@ -951,56 +917,3 @@ _MIN_SEGMENT = FILE_HEADER_SIZE + SEAL_SIZE + 64
 # more segment, which a restart creates (it never appends to a segment it did not create).
 _RESERVE = SEAL_SIZE + FILE_HEADER_SIZE + SEAL_SIZE
 _MIN_MAX_BYTES = 4 * _MIN_SEGMENT
-
-
-def _scan(fd: int, start: int, count: int, stop: int) -> tuple[int, int, Stop]:
-    """Count the intact frames in [start, stop) of a file, reading it in chunks.
-
-    Returns (end, count, why): ``end`` is the boundary after the last intact frame. A frame
-    running past ``stop`` ends the scan with PARTIAL.
-    """
-    pos = start
-    while pos < stop:
-        chunk = os.pread(fd, min(stop - pos, _SCAN_CHUNK), pos)
-        decoded = codec.decode_frames(chunk, keep_lines=False)
-        count += decoded.count
-        pos += decoded.end
-        if decoded.stop is Stop.PARTIAL and pos + decoded.need <= stop:
-            if decoded.count == 0:
-                # A frame larger than the chunk: decode just that frame.
-                chunk = os.pread(fd, decoded.need, pos)
-                one = codec.decode_frames(chunk, keep_lines=False)
-                if one.count == 0:
-                    return pos, count, one.stop
-                count += 1
-                pos += one.end
-            continue
-        if decoded.stop is not Stop.END:
-            return pos, count, decoded.stop
-        if not chunk:
-            break
-    return pos, count, Stop.END
-
-
-def _lock_directory(directory: Path) -> int:
-    """Create the directory if needed and take its lock; SpoolError names what is wrong."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise SpoolError(
-            f"cannot use spool directory {directory}: {exc.strerror or exc}; "
-            "create it writable for the relay's user or set spool.directory"
-        ) from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as exc:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-        os.close(fd)
-        raise SpoolError(
-            f"spool directory {directory} is in use by another relay process (pid {holder}); "
-            "give each relay its own spool directory"
-        ) from exc
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd

@@ -59,6 +59,7 @@ import trio
 from relay.errors import SpoolError
 from relay.spool import codec
 from relay.spool.codec import FILE_HEADER_SIZE, FRAME_HEADER_SIZE, SEAL_SIZE, Stop
+from relay.spool.cursor import CURSOR_INTERVAL, CursorFile
 from relay.spool.files import (
     NO_SPACE,
     SegmentReader,
@@ -78,8 +79,6 @@ __all__ = ["Batch", "FsyncPolicy", "Overflow", "Position", "Spool", "SpoolStats"
 
 logger = logging.getLogger(__name__)
 
-CURSOR_INTERVAL = 0.15
-"""Seconds between cursor file writes on commit (a crash resends at most this much)."""
 RECENT_BYTES = 8 << 20
 """Memory for the latest appends kept for read() (relay/spool/recent.py): payload plus a
 fixed cost per line and per append."""
@@ -179,13 +178,9 @@ class Spool:
         # everything appended before it started, even if another sync was in flight.
         self._lock = threading.Lock()
         self._sync_lock = threading.Lock()
-        self._cursor_lock = threading.Lock()
         self._dirty: list[int] = []
         self._dir_dirty = False
-        self._cursor_written: Position | None = None
-        self._cursor_written_at = -CURSOR_INTERVAL
-        self._cursor_durable: Position | None = None
-        self._cursor_durable_at = -CURSOR_INTERVAL
+        self._cursor_file = CursorFile(directory)
 
     # ----------------------------------------------------------------------------- opening
 
@@ -237,10 +232,8 @@ class Spool:
         return spool
 
     def _recover(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._dir / "cursor.tmp")
         ids = list_segments(self._dir)
-        saved = self._load_cursor()
+        saved = self._cursor_file.load()
         cursor_segment = saved[0] if saved else (ids[0] if ids else 0)
         cursor_index = -1
         cursor_offset = FILE_HEADER_SIZE
@@ -382,22 +375,6 @@ class Spool:
         finally:
             os.close(fd)
         return end, count
-
-    def _load_cursor(self) -> tuple[int, int, int] | None:
-        path = self._dir / "cursor"
-        try:
-            data = path.read_bytes()[: codec.CURSOR_MAX_SIZE]
-        except FileNotFoundError:
-            return None
-        saved = codec.decode_cursor(data)
-        if saved is None:
-            logger.warning(
-                "spool cursor file is damaged; resending from the oldest segment",
-                extra={"event": "spool_cursor_invalid", "path": str(path)},
-            )
-        else:
-            self._cursor_written = self._cursor_durable = Position(*saved)
-        return saved
 
     # ----------------------------------------------------------------------------- writing
 
@@ -670,7 +647,7 @@ class Spool:
         self._recent.discard_before(self._table.cursor.segment, self._table.cursor.offset)
         self._lines_committed += before - self._table.pending_lines
         now = self._clock()
-        if now - self._cursor_written_at >= CURSOR_INTERVAL:
+        if now - self._cursor_file.written_at >= CURSOR_INTERVAL:
             self._write_cursor(durable=False, now=now, wait=False)
 
     @property
@@ -804,7 +781,7 @@ class Spool:
             for fd in (*dirty, active):
                 os.close(fd)
         now = self._clock()
-        if force_cursor or now - self._cursor_durable_at >= CURSOR_INTERVAL:
+        if force_cursor or now - self._cursor_file.durable_at >= CURSOR_INTERVAL:
             self._write_cursor(durable=True, now=now, wait=True)
         with self._lock:
             dir_dirty, self._dir_dirty = self._dir_dirty, False
@@ -813,37 +790,9 @@ class Spool:
         self._syncs += 1
 
     def _write_cursor(self, *, durable: bool, now: float, wait: bool) -> None:
-        # The trio thread does not wait for a sync thread that is writing the cursor: it will
-        # write it again within CURSOR_INTERVAL.
-        if not self._cursor_lock.acquire(blocking=wait):
-            return
-        try:
-            cursor = self._table.cursor
-            done = self._cursor_durable if durable else self._cursor_written
-            if done == cursor and (done is None or done.index == cursor.index):
-                return
-            tmp = self._dir / "cursor.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            try:
-                write_all(fd, codec.encode_cursor(cursor.segment, cursor.offset, cursor.index))
-                if durable:
-                    os.fdatasync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self._dir / "cursor")
-            self._cursor_written, self._cursor_written_at = cursor, now
-            if durable:
-                self._cursor_durable, self._cursor_durable_at = cursor, now
+        if self._cursor_file.write(self._table.cursor, durable=durable, now=now, wait=wait):
             with self._lock:
                 self._dir_dirty = True
-        except OSError as exc:
-            # A stale cursor means resending, not losing: log and carry on.
-            logger.warning(
-                "cannot write the spool cursor",
-                extra={"event": "spool_cursor_write_failed", "error": str(exc)},
-            )
-        finally:
-            self._cursor_lock.release()
 
     # ----------------------------------------------------------------------------- closing
 

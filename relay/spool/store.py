@@ -65,7 +65,6 @@ from relay.spool.files import (
     SegmentReader,
     create_segment,
     cut_segment,
-    list_segments,
     lock_directory,
     scan,
     seal_segment,
@@ -73,6 +72,7 @@ from relay.spool.files import (
     write_all,
 )
 from relay.spool.recent import RecentWrites
+from relay.spool.recovery import recover
 from relay.spool.table import Batch, Position, Segment, SegmentTable
 
 __all__ = ["Batch", "FsyncPolicy", "Overflow", "Position", "Spool", "SpoolStats"]
@@ -232,34 +232,13 @@ class Spool:
         return spool
 
     def _recover(self) -> None:
-        ids = list_segments(self._dir)
-        saved = self._cursor_file.load()
-        cursor_segment = saved[0] if saved else (ids[0] if ids else 0)
-        cursor_index = -1
-        cursor_offset = FILE_HEADER_SIZE
-        for segment in ids:
-            if segment < cursor_segment:
-                # Every line in it was taken; the unlink was lost in a crash.
-                os.unlink(self._path(segment))
-                self._dir_dirty = True
-                continue
-            want = saved[1] if saved and segment == saved[0] else None
-            recovered = self._recover_segment(segment, want)
-            if recovered is None:
-                continue
-            seg, boundary = recovered
-            self._table.add(seg)
-            if saved and segment == saved[0]:
-                cursor_offset, cursor_index = boundary or self._recovered_cursor(seg, saved)
-        segments = self._table.segments
-        if segments and segments[0].id == cursor_segment and cursor_index >= 0:
-            self._table.cursor = Position(cursor_segment, cursor_offset, cursor_index)
-        elif self._table.segments:
-            # No usable cursor inside the oldest segment: resend from its start, never skip.
-            first = self._table.segments[0]
-            self._table.cursor = Position(first.id, FILE_HEADER_SIZE, 0)
-        last = max([cursor_segment, *ids], default=0)
-        self._start_active(last + 1)
+        found = recover(self._dir, self._cursor_file.load())
+        self._table = found.table
+        self._corrupt_frames += found.corrupt_frames
+        self._torn_tails += found.torn_tails
+        self._truncated_bytes += found.truncated_bytes
+        self._dir_dirty = found.removed
+        self._start_active(found.next_segment)
         self._normalize_cursor()
         if self._overflow is Overflow.DROP_OLDEST:
             # Over the cap on open (it was lowered): make room now, counted like any drop.
@@ -275,106 +254,6 @@ class Spool:
                 "cursor": f"{self._table.cursor.segment}:{self._table.cursor.offset}",
             },
         )
-
-    def _recover_segment(
-        self, segment: int, want: int | None
-    ) -> tuple[Segment, tuple[int, int] | None] | None:
-        """Check one segment found on open; cut and seal it if it was left unsealed.
-
-        Returns None if the segment was unusable (deleted), else the segment and, when
-        ``want`` (the saved cursor offset) is given and the segment had to be read, the last
-        frame boundary at or before ``want`` with its line index.
-        """
-        path = self._path(segment)
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        try:
-            size = os.fstat(fd).st_size
-            if not codec.decode_file_header(os.pread(fd, FILE_HEADER_SIZE, 0), segment):
-                # Created but never written (size 0) is what a crash right after a rotation
-                # leaves; anything else is damage.
-                if size:
-                    logger.warning(
-                        "spool segment has no valid header; deleted",
-                        extra={"event": "spool_segment_invalid", "path": str(path), "bytes": size},
-                    )
-                    self._corrupt_frames += 1
-                    self._truncated_bytes += size
-                os.unlink(path)
-                self._dir_dirty = True
-                return None
-            if size >= FILE_HEADER_SIZE + SEAL_SIZE:
-                seal = codec.decode_seal(os.pread(fd, SEAL_SIZE, size - SEAL_SIZE), segment)
-                data_end = size - SEAL_SIZE
-                if seal is not None and seal.lines * FRAME_HEADER_SIZE <= data_end:
-                    if seal.lines == 0:
-                        os.unlink(path)  # nothing in it: keeping it would only use space
-                        self._dir_dirty = True
-                        return None
-                    return Segment(segment, data_end, seal.lines, sealed=True), None
-            # Unsealed: read it all. When the cursor is in it, first up to the cursor, so the
-            # cursor's line index is counted, not trusted.
-            boundary: tuple[int, int] | None = None
-            end, count, stop = FILE_HEADER_SIZE, 0, Stop.END
-            if want is not None:
-                end, count, stop = scan(fd, FILE_HEADER_SIZE, 0, max(FILE_HEADER_SIZE, want))
-                boundary = (end, count)
-            if stop is Stop.END or stop is Stop.PARTIAL:
-                end, count, stop = scan(fd, end, count, size)
-            if end < size:
-                if stop is Stop.PARTIAL:
-                    self._torn_tails += 1
-                    what = "torn tail"
-                else:
-                    self._corrupt_frames += 1
-                    what = "corrupt frame"
-                self._truncated_bytes += size - end
-                logger.warning(
-                    "spool segment ends in a %s; cut",
-                    what,
-                    extra={
-                        "event": "spool_tail_cut",
-                        "path": str(path),
-                        "offset": end,
-                        "bytes": size - end,
-                        "reason": what,
-                    },
-                )
-                cut_segment(fd, end)
-            if count == 0:
-                # The active segment of a relay that died before writing to it (or whose
-                # only lines were torn): delete it, so that restarts do not eat the cap.
-                os.unlink(path)
-                self._dir_dirty = True
-                return None
-            seal_segment(fd, segment, count, end)
-            os.fdatasync(fd)
-            if boundary is not None and boundary[0] > end:
-                boundary = (end, count)  # the cursor cannot point past the cut
-            return Segment(segment, end, count, sealed=True), boundary
-        finally:
-            os.close(fd)
-
-    def _recovered_cursor(self, seg: Segment, saved: tuple[int, int, int]) -> tuple[int, int]:
-        """The saved cursor in a sealed segment: trusted if plausible, else re-counted."""
-        _, offset, index = saved
-        plausible = (
-            FILE_HEADER_SIZE <= offset <= seg.data_end
-            and 0 <= index <= seg.lines
-            and (offset != FILE_HEADER_SIZE or index == 0)
-            and (offset != seg.data_end or index == seg.lines)
-        )
-        if plausible:
-            return offset, index
-        # Never move the cursor past a boundary that was not seen: resend rather than skip.
-        offset = max(FILE_HEADER_SIZE, min(offset, seg.data_end))
-        if offset == seg.data_end:
-            return offset, seg.lines
-        fd = os.open(self._path(seg.id), os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            end, count, _ = scan(fd, FILE_HEADER_SIZE, 0, offset)
-        finally:
-            os.close(fd)
-        return end, count
 
     # ----------------------------------------------------------------------------- writing
 

@@ -1,0 +1,191 @@
+"""Opening the spool: what is on disk becomes the segment table and the cursor.
+
+Sealed segments are trusted without reading them (their seal holds the line count); every
+unsealed segment (the one being written when the relay died) is read, and a torn or corrupt
+tail is cut (truncated), counted and never returned. The saved cursor is trusted only where it
+is plausible; otherwise it falls back, so that a doubt means resending, never skipping.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from relay.spool import codec
+from relay.spool.codec import FILE_HEADER_SIZE, FRAME_HEADER_SIZE, SEAL_SIZE, Stop
+from relay.spool.files import cut_segment, list_segments, scan, seal_segment, segment_name
+from relay.spool.table import Position, Segment, SegmentTable
+
+__all__ = ["Recovered", "recover"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Recovered:
+    table: SegmentTable
+    """The segments found (all sealed now) and the cursor in the oldest of them."""
+    next_segment: int
+    """The id for the new active segment: past every segment and cursor seen."""
+    corrupt_frames: int
+    torn_tails: int
+    truncated_bytes: int
+    removed: bool
+    """Files were deleted or created: the directory needs an fsync."""
+
+
+def recover(directory: Path, saved: tuple[int, int, int] | None) -> Recovered:
+    """Read the spool in ``directory``, given the cursor file's content ``saved``.
+
+    Raises OSError as it comes (the facade says which spool could not be recovered).
+    """
+    return _Recovery(directory).run(saved)
+
+
+class _Recovery:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.table = SegmentTable()
+        self.corrupt_frames = 0
+        self.torn_tails = 0
+        self.truncated_bytes = 0
+        self.removed = False
+
+    def _path(self, segment: int) -> Path:
+        return self.directory / segment_name(segment)
+
+    def run(self, saved: tuple[int, int, int] | None) -> Recovered:
+        ids = list_segments(self.directory)
+        cursor_segment = saved[0] if saved else (ids[0] if ids else 0)
+        cursor_index = -1
+        cursor_offset = FILE_HEADER_SIZE
+        for segment in ids:
+            if segment < cursor_segment:
+                # Every line in it was taken; the unlink was lost in a crash.
+                os.unlink(self._path(segment))
+                self.removed = True
+                continue
+            want = saved[1] if saved and segment == saved[0] else None
+            recovered = self.segment(segment, want)
+            if recovered is None:
+                continue
+            seg, boundary = recovered
+            self.table.add(seg)
+            if saved and segment == saved[0]:
+                cursor_offset, cursor_index = boundary or self.cursor_in(seg, saved)
+        segments = self.table.segments
+        if segments and segments[0].id == cursor_segment and cursor_index >= 0:
+            self.table.cursor = Position(cursor_segment, cursor_offset, cursor_index)
+        elif segments:
+            # No usable cursor inside the oldest segment: resend from its start, never skip.
+            self.table.cursor = Position(segments[0].id, FILE_HEADER_SIZE, 0)
+        return Recovered(
+            table=self.table,
+            next_segment=max([cursor_segment, *ids], default=0) + 1,
+            corrupt_frames=self.corrupt_frames,
+            torn_tails=self.torn_tails,
+            truncated_bytes=self.truncated_bytes,
+            removed=self.removed,
+        )
+
+    def segment(
+        self, segment: int, want: int | None
+    ) -> tuple[Segment, tuple[int, int] | None] | None:
+        """Check one segment found on open; cut and seal it if it was left unsealed.
+
+        Returns None if the segment was unusable (deleted), else the segment and, when
+        ``want`` (the saved cursor offset) is given and the segment had to be read, the last
+        frame boundary at or before ``want`` with its line index.
+        """
+        path = self._path(segment)
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            if not codec.decode_file_header(os.pread(fd, FILE_HEADER_SIZE, 0), segment):
+                # Created but never written (size 0) is what a crash right after a rotation
+                # leaves; anything else is damage.
+                if size:
+                    logger.warning(
+                        "spool segment has no valid header; deleted",
+                        extra={"event": "spool_segment_invalid", "path": str(path), "bytes": size},
+                    )
+                    self.corrupt_frames += 1
+                    self.truncated_bytes += size
+                os.unlink(path)
+                self.removed = True
+                return None
+            if size >= FILE_HEADER_SIZE + SEAL_SIZE:
+                seal = codec.decode_seal(os.pread(fd, SEAL_SIZE, size - SEAL_SIZE), segment)
+                data_end = size - SEAL_SIZE
+                if seal is not None and seal.lines * FRAME_HEADER_SIZE <= data_end:
+                    if seal.lines == 0:
+                        os.unlink(path)  # nothing in it: keeping it would only use space
+                        self.removed = True
+                        return None
+                    return Segment(segment, data_end, seal.lines, sealed=True), None
+            # Unsealed: read it all. When the cursor is in it, first up to the cursor, so the
+            # cursor's line index is counted, not trusted.
+            boundary: tuple[int, int] | None = None
+            end, count, stop = FILE_HEADER_SIZE, 0, Stop.END
+            if want is not None:
+                end, count, stop = scan(fd, FILE_HEADER_SIZE, 0, max(FILE_HEADER_SIZE, want))
+                boundary = (end, count)
+            if stop is Stop.END or stop is Stop.PARTIAL:
+                end, count, stop = scan(fd, end, count, size)
+            if end < size:
+                if stop is Stop.PARTIAL:
+                    self.torn_tails += 1
+                    what = "torn tail"
+                else:
+                    self.corrupt_frames += 1
+                    what = "corrupt frame"
+                self.truncated_bytes += size - end
+                logger.warning(
+                    "spool segment ends in a %s; cut",
+                    what,
+                    extra={
+                        "event": "spool_tail_cut",
+                        "path": str(path),
+                        "offset": end,
+                        "bytes": size - end,
+                        "reason": what,
+                    },
+                )
+                cut_segment(fd, end)
+            if count == 0:
+                # The active segment of a relay that died before writing to it (or whose
+                # only lines were torn): delete it, so that restarts do not eat the cap.
+                os.unlink(path)
+                self.removed = True
+                return None
+            seal_segment(fd, segment, count, end)
+            os.fdatasync(fd)
+            if boundary is not None and boundary[0] > end:
+                boundary = (end, count)  # the cursor cannot point past the cut
+            return Segment(segment, end, count, sealed=True), boundary
+        finally:
+            os.close(fd)
+
+    def cursor_in(self, seg: Segment, saved: tuple[int, int, int]) -> tuple[int, int]:
+        """The saved cursor in a sealed segment: trusted if plausible, else re-counted."""
+        _, offset, index = saved
+        plausible = (
+            FILE_HEADER_SIZE <= offset <= seg.data_end
+            and 0 <= index <= seg.lines
+            and (offset != FILE_HEADER_SIZE or index == 0)
+            and (offset != seg.data_end or index == seg.lines)
+        )
+        if plausible:
+            return offset, index
+        # Never move the cursor past a boundary that was not seen: resend rather than skip.
+        offset = max(FILE_HEADER_SIZE, min(offset, seg.data_end))
+        if offset == seg.data_end:
+            return offset, seg.lines
+        fd = os.open(self._path(seg.id), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            end, count, _ = scan(fd, FILE_HEADER_SIZE, 0, offset)
+        finally:
+            os.close(fd)
+        return end, count

@@ -48,8 +48,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -73,6 +71,7 @@ from relay.spool.files import (
 )
 from relay.spool.recent import RecentWrites
 from relay.spool.recovery import recover
+from relay.spool.stats import Counters, FsyncPolicy, Overflow, SpoolStats
 from relay.spool.table import Batch, Position, Segment, SegmentTable
 
 __all__ = ["Batch", "FsyncPolicy", "Overflow", "Position", "Spool", "SpoolStats"]
@@ -85,45 +84,6 @@ fixed cost per line and per append."""
 
 _MAX_DIRTY = 64  # rotated segments waiting for sync(); more means nobody calls sync()
 _LOG_EVERY = 10.0  # seconds between repeated drop warnings
-
-
-class FsyncPolicy(StrEnum):
-    ALWAYS = "always"  # write() returns once the lines are on disk
-    INTERVAL = "interval"  # the service calls sync() every second
-    NEVER = "never"  # the kernel writes back when it likes
-
-
-class Overflow(StrEnum):
-    DROP_OLDEST = "drop-oldest"  # delete the oldest whole segment to make room
-    DROP_NEWEST = "drop-newest"  # refuse the lines that do not fit
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SpoolStats:
-    pending_lines: int
-    """Lines appended and not yet committed (or dropped): exact, also after a restart."""
-    pending_bytes: int
-    """Sum of the lengths of those lines."""
-    segments: int
-    disk_bytes: int
-    """Size of all segment files, headers and seals included (the cap applies to this)."""
-    max_bytes: int
-    lines_appended: int
-    bytes_appended: int
-    lines_committed: int
-    lines_dropped_oldest: int
-    lines_dropped_newest: int
-    lines_dropped_no_space: int
-    """Lines refused because the file system was full (ENOSPC, quota) before the cap."""
-    lines_lost_corrupt: int
-    """Lines known to have been written that lay after a corrupt frame and were cut."""
-    corrupt_frames: int
-    """Frames (or segment headers) that failed their checks; each one cut a segment."""
-    torn_tails: int
-    """Segments found on open ending inside a frame (a crash during a write)."""
-    truncated_bytes: int
-    """Bytes cut off segments because of torn tails or corruption."""
-    syncs: int
 
 
 class Spool:
@@ -157,17 +117,7 @@ class Spool:
         self._wfd = -1  # the active (last) segment, opened O_APPEND
         self._reader = SegmentReader(directory)
 
-        self._lines_appended = 0
-        self._bytes_appended = 0
-        self._lines_committed = 0
-        self._dropped_oldest = 0
-        self._dropped_newest = 0
-        self._dropped_no_space = 0
-        self._lost_corrupt = 0
-        self._corrupt_frames = 0
-        self._torn_tails = 0
-        self._truncated_bytes = 0
-        self._syncs = 0
+        self._counts = Counters()
         self._last_drop_log = -_LOG_EVERY
 
         self._readable: trio.Event | None = None
@@ -234,9 +184,9 @@ class Spool:
     def _recover(self) -> None:
         found = recover(self._dir, self._cursor_file.load())
         self._table = found.table
-        self._corrupt_frames += found.corrupt_frames
-        self._torn_tails += found.torn_tails
-        self._truncated_bytes += found.truncated_bytes
+        self._counts.corrupt_frames += found.corrupt_frames
+        self._counts.torn_tails += found.torn_tails
+        self._counts.truncated_bytes += found.truncated_bytes
         self._dir_dirty = found.removed
         self._start_active(found.next_segment)
         self._normalize_cursor()
@@ -314,8 +264,8 @@ class Spool:
             nbytes=nbytes,
         )
         self._table.appended(len(data), count)
-        self._lines_appended += count
-        self._bytes_appended += nbytes
+        self._counts.lines_appended += count
+        self._counts.bytes_appended += nbytes
 
     def _append_slow(self, lines: Sequence[bytes], *, retry: bool) -> int:
         """Line by line: rotation, the cap and the overflow policy."""
@@ -350,7 +300,7 @@ class Spool:
                         break
                 if not fits:
                     refused = len(lines) - accepted
-                    self._dropped_newest += refused
+                    self._counts.lines_dropped_newest += refused
                     self._log_drop("spool full: newest lines refused", refused)
                     break
                 if rotate:
@@ -374,7 +324,7 @@ class Spool:
         if retry and self._overflow is Overflow.DROP_OLDEST and len(self._table.segments) > 1:
             self._drop_oldest()
             return self._append_slow(lines, retry=False)
-        self._dropped_no_space += len(lines)
+        self._counts.lines_dropped_no_space += len(lines)
         self._log_drop(f"spool file system full ({exc.strerror}): lines refused", len(lines))
         return 0
 
@@ -419,7 +369,7 @@ class Spool:
                 return False
             self._rotate()  # the active segment is the oldest: seal it so it can go
         seg, dropped = self._table.drop_oldest()
-        self._dropped_oldest += dropped
+        self._counts.lines_dropped_oldest += dropped
         self._forget(seg)
         self._normalize_cursor()
         self._log_drop("spool full: oldest lines dropped", dropped)
@@ -434,9 +384,9 @@ class Spool:
                 extra={
                     "event": "spool_overflow",
                     "lines": lines,
-                    "dropped_oldest_total": self._dropped_oldest,
-                    "dropped_newest_total": self._dropped_newest,
-                    "dropped_no_space_total": self._dropped_no_space,
+                    "dropped_oldest_total": self._counts.lines_dropped_oldest,
+                    "dropped_newest_total": self._counts.lines_dropped_newest,
+                    "dropped_no_space_total": self._counts.lines_dropped_no_space,
                 },
             )
 
@@ -524,7 +474,7 @@ class Spool:
         self._table.cursor = target
         self._normalize_cursor()
         self._recent.discard_before(self._table.cursor.segment, self._table.cursor.offset)
-        self._lines_committed += before - self._table.pending_lines
+        self._counts.lines_committed += before - self._table.pending_lines
         now = self._clock()
         if now - self._cursor_file.written_at >= CURSOR_INTERVAL:
             self._write_cursor(durable=False, now=now, wait=False)
@@ -538,24 +488,7 @@ class Spool:
         return self._table.head
 
     def statistics(self) -> SpoolStats:
-        return SpoolStats(
-            pending_lines=self._table.pending_lines,
-            pending_bytes=self._table.pending_bytes,
-            segments=len(self._table.segments),
-            disk_bytes=self._table.disk_bytes,
-            max_bytes=self._max_bytes,
-            lines_appended=self._lines_appended,
-            bytes_appended=self._bytes_appended,
-            lines_committed=self._lines_committed,
-            lines_dropped_oldest=self._dropped_oldest,
-            lines_dropped_newest=self._dropped_newest,
-            lines_dropped_no_space=self._dropped_no_space,
-            lines_lost_corrupt=self._lost_corrupt,
-            corrupt_frames=self._corrupt_frames,
-            torn_tails=self._torn_tails,
-            truncated_bytes=self._truncated_bytes,
-            syncs=self._syncs,
-        )
+        return self._counts.snapshot(self._table, max_bytes=self._max_bytes)
 
     def _index_of(self, seg: Segment, offset: int) -> int:
         """Line index at ``offset`` in ``seg``; ValueError unless it is a frame boundary."""
@@ -574,9 +507,9 @@ class Spool:
         """A frame at ``at`` failed its checks while being read: cut the segment there."""
         cut_bytes = seg.size - at
         lost = self._table.cut(seg, at, lines_kept)
-        self._corrupt_frames += 1
-        self._lost_corrupt += lost
-        self._truncated_bytes += cut_bytes
+        self._counts.corrupt_frames += 1
+        self._counts.lines_lost_corrupt += lost
+        self._counts.truncated_bytes += cut_bytes
         logger.error(
             "corrupt frame in spool segment; segment cut there",
             extra={
@@ -666,7 +599,7 @@ class Spool:
             dir_dirty, self._dir_dirty = self._dir_dirty, False
         if dir_dirty:
             os.fsync(self._dir_fd)
-        self._syncs += 1
+        self._counts.syncs += 1
 
     def _write_cursor(self, *, durable: bool, now: float, wait: bool) -> None:
         if self._cursor_file.write(self._table.cursor, durable=durable, now=now, wait=wait):

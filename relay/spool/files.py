@@ -169,6 +169,12 @@ def lock_directory(directory: Path) -> int:
             f"spool directory {directory} is in use by another relay process (pid {holder}); "
             "give each relay its own spool directory"
         ) from exc
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError as exc:
+        # The pid is for the operator's message above; a full disk must not stop a start.
+        if exc.errno not in NO_SPACE:
+            os.close(fd)
+            raise SpoolError(f"cannot use spool directory {directory}: {exc.strerror}") from exc
     return fd

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from relay.spool import codec
 from relay.spool.codec import FILE_HEADER_SIZE, FRAME_HEADER_SIZE, SEAL_SIZE, Stop
-from relay.spool.files import cut_segment, list_segments, scan, seal_segment, segment_name
+from relay.spool.files import NO_SPACE, cut_segment, list_segments, scan, seal_segment, segment_name
 from relay.spool.table import Position, Segment, SegmentTable
 
 __all__ = ["Recovered", "recover"]
@@ -160,13 +160,30 @@ class _Recovery:
                 os.unlink(path)
                 self.removed = True
                 return None
-            seal_segment(fd, segment, count, end)
-            os.fdatasync(fd)
+            sealed = self._seal(fd, segment, count, end)
             if boundary is not None and boundary[0] > end:
                 boundary = (end, count)  # the cursor cannot point past the cut
-            return Segment(segment, end, count, sealed=True), boundary
+            return Segment(segment, end, count, sealed=sealed), boundary
         finally:
             os.close(fd)
+
+    def _seal(self, fd: int, segment: int, lines: int, at: int) -> bool:
+        """Seal a segment that was read whole; on a full disk leave it unsealed (it is read
+        again on the next open) rather than refuse to start."""
+        try:
+            seal_segment(fd, segment, lines, at)
+            os.fdatasync(fd)
+        except OSError as exc:
+            if exc.errno not in NO_SPACE:
+                raise
+            logger.warning(
+                "disk full under the spool in %s: segment %d left unsealed",
+                self.directory,
+                segment,
+                extra={"event": "spool_disk_full", "segment": segment},
+            )
+            return False
+        return True
 
     def cursor_in(self, seg: Segment, saved: tuple[int, int, int]) -> tuple[int, int]:
         """The saved cursor in a sealed segment: trusted if plausible, else re-counted."""

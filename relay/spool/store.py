@@ -55,6 +55,7 @@ from typing import Self
 import trio
 
 from relay.errors import SpoolError
+from relay.logs import RateLimitedLog
 from relay.spool import codec
 from relay.spool.codec import FILE_HEADER_SIZE, FRAME_HEADER_SIZE, SEAL_SIZE, Stop
 from relay.spool.cursor import CURSOR_INTERVAL, CursorFile
@@ -83,7 +84,6 @@ RECENT_BYTES = 8 << 20
 fixed cost per line and per append."""
 
 _MAX_DIRTY = 64  # rotated segments waiting for sync(); more means nobody calls sync()
-_LOG_EVERY = 10.0  # seconds between repeated drop warnings
 
 
 class Spool:
@@ -118,7 +118,8 @@ class Spool:
         self._reader = SegmentReader(directory)
 
         self._counts = Counters()
-        self._last_drop_log = -_LOG_EVERY
+        # One limit per kind of drop, so that one kind cannot hide another.
+        self._drop_log = RateLimitedLog(logger, clock=clock)
 
         self._readable: trio.Event | None = None
         self._recent = RecentWrites(recent_bytes)
@@ -128,7 +129,7 @@ class Spool:
         # everything appended before it started, even if another sync was in flight.
         self._lock = threading.Lock()
         self._sync_lock = threading.Lock()
-        self._dirty: list[int] = []
+        self._dirty: dict[int, int] = {}  # rotated segment -> its descriptor, for sync()
         self._dir_dirty = False
         self._cursor_file = CursorFile(directory)
 
@@ -192,7 +193,7 @@ class Spool:
         self._normalize_cursor()
         if self._overflow is Overflow.DROP_OLDEST:
             # Over the cap on open (it was lowered): make room now, counted like any drop.
-            while self._table.disk_bytes > self._max_bytes and self._drop_oldest():
+            while self._table.disk_bytes > self._max_bytes and self._drop_oldest(disk_full=False):
                 pass
         logger.info(
             "spool opened",
@@ -223,15 +224,18 @@ class Spool:
         if (
             active.data_end + size <= self._segment_limit
             and self._table.disk_bytes + size + _RESERVE <= self._max_bytes
+            and self._wfd >= 0
         ):
             # The common case, kept short: it runs for every datagram's worth of lines.
             try:
                 self._write_active(data, lines, size - FRAME_HEADER_SIZE * count)
                 accepted = count
             except OSError as exc:
-                accepted = self._after_write_error(exc, lines, retry=True)
+                if exc.errno not in NO_SPACE:
+                    raise SpoolError(f"cannot write to the spool in {self._dir}: {exc}") from exc
+                accepted = self._append_slow(lines)
         else:
-            accepted = self._append_slow(lines, retry=True)
+            accepted = self._append_slow(lines)
         if accepted and self._readable is not None:
             self._readable.set()
             self._readable = None
@@ -267,8 +271,42 @@ class Spool:
         self._counts.lines_appended += count
         self._counts.bytes_appended += nbytes
 
-    def _append_slow(self, lines: Sequence[bytes], *, retry: bool) -> int:
-        """Line by line: rotation, the cap and the overflow policy."""
+    def _append_slow(self, lines: Sequence[bytes]) -> int:
+        """Rotation, the cap, the overflow policy, and a full disk.
+
+        A full disk is left as soon as something can be freed: a fully delivered active
+        segment (the only one then), or with drop-oldest the oldest closed segment. After
+        each freeing the rest of the lines is tried again, so a burst is refused only when
+        nothing more can go, and then only what does not fit.
+        """
+        accepted = 0
+        full: _DiskFull | None = None
+        # Bounded: each pass frees a segment (there are at most that many) or ends.
+        for _ in range(len(self._table.segments) + 2):
+            try:
+                return accepted + self._append_capped(lines[accepted:])
+            except _DiskFull as exc:
+                accepted += exc.written
+                full = exc
+            if not self._free_disk():
+                break
+        assert full is not None
+        accepted += self._append_what_fits(lines[accepted:])
+        refused = len(lines) - accepted
+        if refused:
+            self._counts.lines_dropped_no_space += refused
+            self._drop_log.emit(
+                "refused",
+                f"disk full under the spool in {self._dir} ({full.error.strerror}): "
+                "newest lines refused",
+                event="spool_disk_full",
+                lines=refused,
+                dropped_total=self._counts.lines_dropped_no_space,
+            )
+        return accepted
+
+    def _append_capped(self, lines: Sequence[bytes]) -> int:
+        """Line by line: rotation, the cap and the overflow policy. Raises _DiskFull."""
         accepted = 0
         frames: list[bytes] = []
         frame_bytes = 0
@@ -284,6 +322,7 @@ class Spool:
                 frames, frame_bytes = [], 0
 
         try:
+            self._open_active()
             for line in lines:
                 frame = codec.encode_frames((line,))
                 while True:
@@ -296,12 +335,18 @@ class Spool:
                     if fits or self._overflow is not Overflow.DROP_OLDEST:
                         break
                     flush()
-                    if not self._drop_oldest():
+                    if not self._drop_oldest(disk_full=False):
                         break
                 if not fits:
                     refused = len(lines) - accepted
                     self._counts.lines_dropped_newest += refused
-                    self._log_drop("spool full: newest lines refused", refused)
+                    self._drop_log.emit(
+                        "newest",
+                        f"spool full (max_bytes {self._max_bytes}): newest lines refused",
+                        event="spool_full",
+                        lines=refused,
+                        dropped_total=self._counts.lines_dropped_newest,
+                    )
                     break
                 if rotate:
                     flush()
@@ -311,22 +356,77 @@ class Spool:
                 accepted += 1
             flush()
         except OSError as exc:
-            written = accepted - len(frames)
-            return written + self._after_write_error(exc, lines[written:], retry=retry)
+            if exc.errno not in NO_SPACE:
+                raise SpoolError(f"cannot write to the spool in {self._dir}: {exc}") from exc
+            raise _DiskFull(written=accepted - len(frames), error=exc) from exc
         return accepted
 
-    def _after_write_error(self, exc: OSError, lines: Sequence[bytes], *, retry: bool) -> int:
-        """A write failed and nothing of ``lines`` was written; returns how many were then."""
-        if exc.errno not in NO_SPACE:
-            raise SpoolError(f"cannot write to the spool in {self._dir}: {exc}") from exc
-        # The file system filled up before the cap: drop-oldest frees a segment and tries
-        # once more; otherwise (or if that fails too) the lines are refused, counted.
-        if retry and self._overflow is Overflow.DROP_OLDEST and len(self._table.segments) > 1:
-            self._drop_oldest()
-            return self._append_slow(lines, retry=False)
-        self._counts.lines_dropped_no_space += len(lines)
-        self._log_drop(f"spool file system full ({exc.strerror}): lines refused", len(lines))
-        return 0
+    def _append_what_fits(self, lines: Sequence[bytes]) -> int:
+        """Nothing more can be freed: keep the lines that still fit, one by one."""
+        accepted = 0
+        if self._wfd < 0:
+            return 0
+        active = self._table.segments[-1]
+        for line in lines:
+            if active.data_end + FRAME_HEADER_SIZE + len(line) > self._segment_limit:
+                break
+            try:
+                self._write_active(codec.encode_frames((line,)), (line,), len(line))
+            except OSError as exc:
+                if exc.errno not in NO_SPACE:
+                    raise SpoolError(f"cannot write to the spool in {self._dir}: {exc}") from exc
+                break
+            accepted += 1
+        return accepted
+
+    def _free_disk(self) -> bool:
+        """The file system is full: free what can be freed. False if nothing could be."""
+        table = self._table
+        active = table.active
+        if active.lines and table.cursor == table.head and len(table.segments) == 1:
+            self._recycle_active()
+            return True
+        if self._overflow is Overflow.DROP_OLDEST and len(table.segments) > 1:
+            return self._drop_oldest(disk_full=True)
+        return False
+
+    def _recycle_active(self) -> None:
+        """Every line of the active (and only) segment is delivered: delete it, so that its
+        space is free, and go on in a new segment (created now if the disk lets us, else by
+        the next append)."""
+        table = self._table
+        old = table.active
+        with self._lock:
+            fd, self._wfd = self._wfd, -1
+        if fd >= 0:
+            os.close(fd)
+        table.pop_oldest()
+        table.add(Segment(old.id + 1, FILE_HEADER_SIZE, 0))
+        table.cursor = Position(old.id + 1, FILE_HEADER_SIZE, 0)
+        self._forget(old)
+        logger.info(
+            "disk full: the delivered spool segment was deleted to make room",
+            extra={"event": "spool_segment_recycled", "segment": old.id, "lines": old.lines},
+        )
+        with contextlib.suppress(_DiskFull):
+            self._open_active_or_full()
+
+    def _open_active_or_full(self) -> None:
+        try:
+            self._open_active()
+        except OSError as exc:
+            if exc.errno not in NO_SPACE:
+                raise SpoolError(f"cannot write to the spool in {self._dir}: {exc}") from exc
+            raise _DiskFull(written=0, error=exc) from exc
+
+    def _open_active(self) -> None:
+        """Create the active segment's file if it has none yet (the disk was full)."""
+        if self._wfd < 0:
+            active = self._table.active
+            fd = self._create_segment(active.id)
+            with self._lock:
+                self._wfd = fd
+                self._dir_dirty = True
 
     def _rotate(self) -> None:
         """Seal the active segment and start the next one."""
@@ -349,19 +449,26 @@ class Spool:
             if self._fsync is FsyncPolicy.NEVER or len(self._dirty) >= _MAX_DIRTY:
                 os.close(old_fd)
             else:
-                self._dirty.append(old_fd)  # sync() makes it durable, off the trio thread
+                self._dirty[old.id] = old_fd  # sync() makes it durable, off the trio thread
         self._table.add(Segment(old.id + 1, FILE_HEADER_SIZE, 0))
 
     def _start_active(self, segment: int) -> None:
-        self._wfd = self._create_segment(segment)
-        with self._lock:
-            self._dir_dirty = True
         self._table.add(Segment(segment, FILE_HEADER_SIZE, 0))
+        try:
+            self._open_active_or_full()
+        except _DiskFull as full:
+            # Start with what is there: deliveries free space, and appends retry the file.
+            logger.warning(
+                "disk full under the spool in %s (%s): starting without room for new lines",
+                self._dir,
+                full.error.strerror,
+                extra={"event": "spool_disk_full", "directory": str(self._dir)},
+            )
 
     def _create_segment(self, segment: int) -> int:
         return create_segment(self._path(segment), segment)
 
-    def _drop_oldest(self) -> bool:
+    def _drop_oldest(self, *, disk_full: bool) -> bool:
         """Delete the oldest segment, counting its untaken lines. False if nothing to drop."""
         oldest = self._table.segments[0]
         if oldest is self._table.segments[-1]:
@@ -372,23 +479,18 @@ class Spool:
         self._counts.lines_dropped_oldest += dropped
         self._forget(seg)
         self._normalize_cursor()
-        self._log_drop("spool full: oldest lines dropped", dropped)
+        if disk_full:
+            message = f"disk full under the spool in {self._dir}: oldest lines dropped"
+        else:
+            message = f"spool full (max_bytes {self._max_bytes}): oldest lines dropped"
+        self._drop_log.emit(
+            ("oldest", disk_full),
+            message,
+            event="spool_disk_full" if disk_full else "spool_full",
+            lines=dropped,
+            dropped_total=self._counts.lines_dropped_oldest,
+        )
         return True
-
-    def _log_drop(self, message: str, lines: int) -> None:
-        now = self._clock()
-        if now - self._last_drop_log >= _LOG_EVERY:
-            self._last_drop_log = now
-            logger.warning(
-                message,
-                extra={
-                    "event": "spool_overflow",
-                    "lines": lines,
-                    "dropped_oldest_total": self._counts.lines_dropped_oldest,
-                    "dropped_newest_total": self._counts.lines_dropped_newest,
-                    "dropped_no_space_total": self._counts.lines_dropped_no_space,
-                },
-            )
 
     # ----------------------------------------------------------------------------- reading
 
@@ -552,6 +654,11 @@ class Spool:
             raise SpoolError(f"cannot delete spool segment {self._path(seg.id)}: {exc}") from exc
         with self._lock:
             self._dir_dirty = True
+            # A deleted file's blocks are freed when its last descriptor closes: on a full
+            # disk that must be now, not at the next sync().
+            fd = self._dirty.pop(seg.id, -1)
+        if fd >= 0:
+            os.close(fd)
 
     def _normalize_cursor(self) -> None:
         """Keep the cursor in the oldest segment, deleting closed segments it has passed."""
@@ -567,7 +674,7 @@ class Spool:
         stay in memory; the service calls this every second so that a relay that went idle
         does not resend its whole last burst after a crash.
         """
-        if self._wfd >= 0:
+        if not self._closed:
             self._write_cursor(durable=False, now=self._clock(), wait=False)
 
     def sync(self) -> None:
@@ -580,17 +687,18 @@ class Spool:
 
     def _sync_locked(self, *, force_cursor: bool) -> None:
         with self._lock:
-            if self._wfd < 0:
-                return
-            dirty, self._dirty = self._dirty, []
-            active = os.dup(self._wfd)  # rotation may close self._wfd meanwhile
+            if self._dir_fd < 0:
+                return  # closed
+            dirty, self._dirty = list(self._dirty.values()), {}
+            # Rotation may close self._wfd meanwhile; -1: the active segment has no file yet.
+            fds = [*dirty, os.dup(self._wfd)] if self._wfd >= 0 else dirty
         try:
-            for fd in (*dirty, active):
+            for fd in fds:
                 os.fdatasync(fd)
         except OSError as exc:
             raise SpoolError(f"cannot fsync the spool in {self._dir}: {exc}") from exc
         finally:
-            for fd in (*dirty, active):
+            for fd in fds:
                 os.close(fd)
         now = self._clock()
         if force_cursor or now - self._cursor_file.durable_at >= CURSOR_INTERVAL:
@@ -661,8 +769,8 @@ class Spool:
         self._closed = True
         self._reader.close()
         with self._lock:
-            fds = [*self._dirty, self._wfd, self._dir_fd, self._lock_fd]
-            self._dirty, self._wfd, self._dir_fd, self._lock_fd = [], -1, -1, -1
+            fds = [*self._dirty.values(), self._wfd, self._dir_fd, self._lock_fd]
+            self._dirty, self._wfd, self._dir_fd, self._lock_fd = {}, -1, -1, -1
         for fd in fds:
             if fd >= 0:
                 with contextlib.suppress(OSError):
@@ -671,6 +779,15 @@ class Spool:
     def _check_open(self) -> None:
         if self._closed:
             raise SpoolError(f"the spool in {self._dir} is closed")
+
+
+class _DiskFull(Exception):  # internal signal, never leaves the spool
+    """The file system refused a write (ENOSPC, quota); ``written`` lines went in first."""
+
+    def __init__(self, *, written: int, error: OSError) -> None:
+        super().__init__(error.strerror)
+        self.written = written
+        self.error = error
 
 
 _MIN_SEGMENT = FILE_HEADER_SIZE + SEAL_SIZE + 64

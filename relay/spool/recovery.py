@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from relay.errors import SpoolError
 from relay.spool import codec
 from relay.spool.codec import FILE_HEADER_SIZE, FRAME_HEADER_SIZE, SEAL_SIZE, Stop
 from relay.spool.files import NO_SPACE, cut_segment, list_segments, scan, seal_segment, segment_name
@@ -34,6 +35,8 @@ class Recovered:
     truncated_bytes: int
     removed: bool
     """Files were deleted or created: the directory needs an fsync."""
+    segments_deleted: int
+    """Segment files deleted (each one logged with its reason)."""
 
 
 def recover(directory: Path, saved: tuple[int, int, int] | None) -> Recovered:
@@ -52,20 +55,72 @@ class _Recovery:
         self.torn_tails = 0
         self.truncated_bytes = 0
         self.removed = False
+        self.segments_deleted = 0
 
     def _path(self, segment: int) -> Path:
         return self.directory / segment_name(segment)
 
+    def _delete(self, segment: int, reason: str) -> None:
+        """Every deletion made on open goes through here: logged and counted."""
+        path = self._path(segment)
+        os.unlink(path)
+        self.removed = True
+        self.segments_deleted += 1
+        logger.info(
+            "spool segment deleted on open (%s)",
+            reason,
+            extra={"event": "spool_segment_deleted", "path": str(path), "reason": reason},
+        )
+
+    def _refuse_foreign(self, segment: int) -> None:
+        """A segment in another format version is for that version: never delete it."""
+        path = self._path(segment)
+        with path.open("rb") as f:
+            magic = f.read(len(codec.MAGIC))
+        if magic != codec.MAGIC and magic[:-1] == codec.MAGIC[:-1]:
+            raise SpoolError(
+                f"the spool in {self.directory} was written by another version of flowrelay "
+                f"({path.name} is in format {magic.decode('ascii', 'replace')}, this relay "
+                f"reads {codec.MAGIC.decode()}): run that version to deliver it, or move "
+                "the directory away"
+            )
+
+    def _check_cursor(
+        self, saved: tuple[int, int, int] | None, ids: list[int]
+    ) -> tuple[int, int, int] | None:
+        """A cursor beyond the newest segment cannot be right (a restored backup, two spools
+        mixed up): trusting it would delete every segment as delivered. The one exception is
+        the start of the segment after the newest, where a close that deleted its empty
+        active segment leaves the cursor."""
+        if saved is None or not ids:
+            return saved
+        segment, offset, index = saved
+        newest = ids[-1]
+        if segment <= newest or (
+            segment == newest + 1 and (offset, index) == (FILE_HEADER_SIZE, 0)
+        ):
+            return saved
+        logger.warning(
+            "spool cursor names segment %d, beyond the newest segment %d: damaged; "
+            "resending from the oldest segment",
+            segment,
+            newest,
+            extra={"event": "spool_cursor_invalid", "path": str(self.directory / "cursor")},
+        )
+        return None
+
     def run(self, saved: tuple[int, int, int] | None) -> Recovered:
         ids = list_segments(self.directory)
+        for segment in ids:  # before anything is deleted
+            self._refuse_foreign(segment)
+        saved = self._check_cursor(saved, ids)
         cursor_segment = saved[0] if saved else (ids[0] if ids else 0)
         cursor_index = -1
         cursor_offset = FILE_HEADER_SIZE
         for segment in ids:
             if segment < cursor_segment:
                 # Every line in it was taken; the unlink was lost in a crash.
-                os.unlink(self._path(segment))
-                self.removed = True
+                self._delete(segment, "delivered: before the cursor")
                 continue
             want = saved[1] if saved and segment == saved[0] else None
             recovered = self.segment(segment, want)
@@ -88,6 +143,7 @@ class _Recovery:
             torn_tails=self.torn_tails,
             truncated_bytes=self.truncated_bytes,
             removed=self.removed,
+            segments_deleted=self.segments_deleted,
         )
 
     def segment(
@@ -113,16 +169,15 @@ class _Recovery:
                     )
                     self.corrupt_frames += 1
                     self.truncated_bytes += size
-                os.unlink(path)
-                self.removed = True
+                self._delete(segment, "no valid header" if size else "empty")
                 return None
             if size >= FILE_HEADER_SIZE + SEAL_SIZE:
                 seal = codec.decode_seal(os.pread(fd, SEAL_SIZE, size - SEAL_SIZE), segment)
                 data_end = size - SEAL_SIZE
                 if seal is not None and seal.lines * FRAME_HEADER_SIZE <= data_end:
                     if seal.lines == 0:
-                        os.unlink(path)  # nothing in it: keeping it would only use space
-                        self.removed = True
+                        # Nothing in it: keeping it would only use space.
+                        self._delete(segment, "sealed with no lines")
                         return None
                     return Segment(segment, data_end, seal.lines, sealed=True), None
             # Unsealed: read it all. When the cursor is in it, first up to the cursor, so the
@@ -157,8 +212,7 @@ class _Recovery:
             if count == 0:
                 # The active segment of a relay that died before writing to it (or whose
                 # only lines were torn): delete it, so that restarts do not eat the cap.
-                os.unlink(path)
-                self.removed = True
+                self._delete(segment, "no lines")
                 return None
             sealed = self._seal(fd, segment, count, end)
             if boundary is not None and boundary[0] > end:
@@ -186,18 +240,18 @@ class _Recovery:
         return True
 
     def cursor_in(self, seg: Segment, saved: tuple[int, int, int]) -> tuple[int, int]:
-        """The saved cursor in a sealed segment: trusted if plausible, else re-counted."""
-        _, offset, index = saved
-        plausible = (
-            FILE_HEADER_SIZE <= offset <= seg.data_end
-            and 0 <= index <= seg.lines
-            and (offset != FILE_HEADER_SIZE or index == 0)
-            and (offset != seg.data_end or index == seg.lines)
-        )
-        if plausible:
-            return offset, index
-        # Never move the cursor past a boundary that was not seen: resend rather than skip.
+        """The saved cursor in a sealed segment, checked by reading the segment up to it.
+
+        A plausible offset can still lie inside a frame, and a plausible index can still be
+        wrong; trusting either skips lines (the first read would find no frame there). So the
+        segment is scanned from its start to the last frame boundary at or before the saved
+        offset, and the cursor goes there with the index counted: resend rather than skip.
+        The ends need no scan: the start is index 0, the end is the seal's count.
+        """
+        _, offset, _ = saved
         offset = max(FILE_HEADER_SIZE, min(offset, seg.data_end))
+        if offset == FILE_HEADER_SIZE:
+            return offset, 0
         if offset == seg.data_end:
             return offset, seg.lines
         fd = os.open(self._path(seg.id), os.O_RDONLY | os.O_CLOEXEC)

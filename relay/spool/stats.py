@@ -47,6 +47,8 @@ class SpoolStats:
     truncated_bytes: int
     """Bytes cut off segments because of torn tails or corruption."""
     syncs: int
+    segments_deleted_on_open: int
+    """Segment files an open deleted (delivered, empty or damaged; each one logged)."""
 
 
 @dataclass(slots=True)
@@ -64,6 +66,7 @@ class Counters:
     torn_tails: int = 0
     truncated_bytes: int = 0
     syncs: int = 0
+    segments_deleted_on_open: int = 0
 
     def snapshot(self, table: SegmentTable, *, max_bytes: int) -> SpoolStats:
         return SpoolStats(
@@ -83,4 +86,5 @@ class Counters:
             torn_tails=self.torn_tails,
             truncated_bytes=self.truncated_bytes,
             syncs=self.syncs,
+            segments_deleted_on_open=self.segments_deleted_on_open,
         )

@@ -188,6 +188,7 @@ class Spool:
         self._counts.corrupt_frames += found.corrupt_frames
         self._counts.torn_tails += found.torn_tails
         self._counts.truncated_bytes += found.truncated_bytes
+        self._counts.segments_deleted_on_open += found.segments_deleted
         self._dir_dirty = found.removed
         self._start_active(found.next_segment)
         self._normalize_cursor()

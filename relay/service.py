@@ -278,6 +278,7 @@ def _register_collectors(
         metrics.spool_bytes.set(s.disk_bytes)
         metrics.spool_pending_lines.set(s.pending_lines)
         metrics.spool_corrupt_frames.set(s.corrupt_frames)
+        metrics.spool_segments_deleted_on_open.set(s.segments_deleted_on_open)
         for reason, value in (
             ("spool_full_drop_oldest", s.lines_dropped_oldest),
             ("spool_full_drop_newest", s.lines_dropped_newest),

@@ -131,7 +131,7 @@ class Spool:
         self._sync_lock = threading.Lock()
         self._dirty: dict[int, int] = {}  # rotated segment -> its descriptor, for sync()
         self._dir_dirty = False
-        self._cursor_file = CursorFile(directory)
+        self._cursor_file = CursorFile(directory, clock=clock)
 
     # ----------------------------------------------------------------------------- opening
 
@@ -196,6 +196,8 @@ class Spool:
             # Over the cap on open (it was lowered): make room now, counted like any drop.
             while self._table.disk_bytes > self._max_bytes and self._drop_oldest(disk_full=False):
                 pass
+        if self._cursor_file.open(self._table.cursor):
+            self._dir_dirty = True
         logger.info(
             "spool opened",
             extra={
@@ -769,6 +771,7 @@ class Spool:
     def _close_fds(self) -> None:
         self._closed = True
         self._reader.close()
+        self._cursor_file.close()
         with self._lock:
             fds = [*self._dirty.values(), self._wfd, self._dir_fd, self._lock_fd]
             self._dirty, self._wfd, self._dir_fd, self._lock_fd = {}, -1, -1, -1

@@ -62,9 +62,11 @@ def test_a_torn_cursor_write_falls_back_to_the_other_slot(tmp_path: Path) -> Non
         spool.sync()
         spool._close_fds()
     data = bytearray((tmp_path / "cursor").read_bytes())
-    slots = [codec.decode_cursor(bytes(data[i : i + 128]).rstrip(b"\0")) for i in (0, 128)]
-    assert slots[0] is not None
-    assert slots[1] is not None
+    slots = []
+    for i in (0, 128):
+        slot = codec.decode_cursor(bytes(data[i : i + 128]).rstrip(b"\0"))
+        assert slot is not None
+        slots.append(slot)
     newer = 0 if slots[0][2] > slots[1][2] else 1
     data[newer * 128 + 30] ^= 0x01  # the newer slot torn
     (tmp_path / "cursor").write_bytes(bytes(data))

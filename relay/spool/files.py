@@ -21,10 +21,13 @@ from relay.spool.codec import Stop
 __all__ = [
     "NO_SPACE",
     "SegmentReader",
+    "compact",
     "create_segment",
     "cut_segment",
+    "find_frame",
     "list_segments",
     "lock_directory",
+    "salvage",
     "scan",
     "seal_segment",
     "segment_name",
@@ -120,6 +123,64 @@ def scan(fd: int, start: int, count: int, stop: int) -> tuple[int, int, Stop]:
         if not chunk:
             break
     return pos, count, Stop.END
+
+
+def find_frame(fd: int, start: int, stop: int) -> int | None:
+    """The first offset in [start, stop) where an intact line frame begins, or None.
+
+    For resynchronising after damage: a frame's check byte and CRC make a false match
+    vanishingly rare (1 in 2**40 per offset), so what is found is a frame that was written.
+    Rarely needed, so plain: one candidate offset at a time, the check byte first.
+    """
+    pos = start
+    while pos + codec.FRAME_HEADER_SIZE <= stop:
+        chunk = os.pread(fd, min(stop - pos, _SCAN_CHUNK), pos)
+        limit = len(chunk) - codec.FRAME_HEADER_SIZE
+        for i in range(limit + 1):
+            word = int.from_bytes(chunk[i : i + 4], "little")
+            if (word ^ (word >> 8) ^ (word >> 16) ^ 0x5A) & 0xFF != word >> 24:
+                continue
+            size = codec.FRAME_HEADER_SIZE + (word & codec.MAX_LINE)
+            if pos + i + size > stop:
+                continue
+            frame = chunk[i : i + size] if i + size <= len(chunk) else os.pread(fd, size, pos + i)
+            # A seal is not a line: decoding stops before it, with no line.
+            if codec.decode_frames(frame, max_lines=1, keep_lines=False).count == 1:
+                return pos + i
+        pos += limit + 1
+    return None
+
+
+def salvage(fd: int, start: int, stop: int) -> list[tuple[int, int, int]]:
+    """The runs of intact frames in [start, stop) of a damaged segment, as (begin, end,
+    lines): what a resynchronising read keeps after the damage at ``start``."""
+    runs: list[tuple[int, int, int]] = []
+    pos = start
+    while pos < stop:
+        begin = find_frame(fd, pos + 1 if pos == start else pos, stop)
+        if begin is None:
+            break
+        end, count, _ = scan(fd, begin, 0, stop)
+        runs.append((begin, end, count))
+        pos = end + 1 if end < stop else end
+    return runs
+
+
+def compact(fd: int, runs: list[tuple[int, int, int]], to: int) -> int:
+    """Move ``runs`` (ascending, all after ``to``) down to ``to``, back to back; returns the
+    end of what was moved. Copies go front to back, so a run never overwrites its own
+    unread part."""
+    out = to
+    for begin, end, _ in runs:
+        pos = begin
+        while pos < end:
+            chunk = os.pread(fd, min(end - pos, _SCAN_CHUNK), pos)
+            if not chunk:
+                raise OSError(f"segment shorter than expected at {pos}")
+            written = os.pwrite(fd, chunk, out)
+            pos += written
+            out += written
+    return out
 
 
 class SegmentReader:

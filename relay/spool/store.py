@@ -3,7 +3,7 @@
 Layout of the spool directory::
 
     000000000007.seg   segments, oldest first (format: relay/spool/codec.py)
-    cursor             what the platform has taken: segment, offset, line index (one text line)
+    cursor             what the platform has taken (two checked slots: relay/spool/cursor.py)
     lock               flock()ed while a relay has the spool open; holds its pid
 
 Rules that make "nothing accepted is lost" true:
@@ -11,18 +11,17 @@ Rules that make "nothing accepted is lost" true:
 - append() writes every frame to the page cache before it returns, so a crash of the process
   loses nothing appended; an fsync policy decides what a power cut may lose.
 - The cursor moves only on commit(); a segment is deleted only when the cursor has passed its
-  last line (or drop-oldest drops it, counted). The cursor file is written by tmp + rename, at
+  last line (or drop-oldest drops it, counted). The cursor file is overwritten in place, at
   most every CURSOR_INTERVAL seconds on commit and on sync()/close(); a crash may therefore
   resend what was committed since the last write: at-least-once, never loss.
 - A segment is sealed when it is closed (its line count written in a checked trailer). On open,
   sealed segments are trusted without reading them; every unsealed segment (the one being
   written when the relay died) is read, and a torn or corrupt tail is cut (truncated),
   counted and never returned.
-- Damage found later, while reading (a bit flip in the middle of a segment): the segment is cut
-  at the bad frame, like a torn tail. Nothing after that frame in that segment is sent: a
-  frame's length cannot be trusted past damage, and guessing where the next frame starts could
-  send garbage. The lines lost that way are counted (lines_lost_corrupt) and reading goes on
-  with the next segment.
+- Damage found later, while reading (a bit flip in the middle of a segment): the frames after
+  it are found again by their own checks (check byte and CRC, never by trusting the damaged
+  length) and moved down over the damage; only the damaged lines are lost, counted
+  (lines_lost_corrupt). Nothing that fails its checks is ever sent.
 - Reading what was just appended is served from memory (relay/spool/recent.py, at most
   RECENT_BYTES of the latest appends): the lines as they were handed to append(), which are
   what the disk holds. Only reads go there; commits, drops, the cap and recovery work on the
@@ -31,8 +30,11 @@ Rules that make "nothing accepted is lost" true:
 The cap (max_bytes) bounds the size of all segment files together; 64 bytes of it stay free
 for the seals and header a rotation or restart writes. When it is reached, drop-oldest deletes
 the oldest whole segment (its untaken lines counted as dropped) and drop-newest refuses the
-lines that do not fit (counted). A full file system before the cap is handled the same way and
-counted separately (lines_dropped_no_space).
+lines that do not fit (counted). A full file system before the cap is left as soon as
+something can be freed: a fully delivered active segment is deleted (a new one started), and
+drop-oldest deletes the oldest closed segments one at a time, as needed; what still does not fit
+is refused and counted separately (lines_dropped_no_space). The spool also opens on a full
+disk, with what is there (the active segment's file is then created by a later append).
 
 Threads: everything runs on the trio thread except sync(), which may run in a worker thread
 (trio.to_thread.run_sync). The state sync() touches (dirty file descriptors, the directory
@@ -62,9 +64,11 @@ from relay.spool.cursor import CURSOR_INTERVAL, CursorFile
 from relay.spool.files import (
     NO_SPACE,
     SegmentReader,
+    compact,
     create_segment,
     cut_segment,
     lock_directory,
+    salvage,
     scan,
     seal_segment,
     segment_name,
@@ -546,7 +550,7 @@ class Spool:
                 )
             )
             if damaged:
-                self._cut(seg, pos.offset + decoded.end, pos.index + decoded.count)
+                self._salvage(seg, pos.offset + decoded.end, pos.index + decoded.count)
             if decoded.count:
                 end = Position(seg.id, pos.offset + decoded.end, pos.index + decoded.count)
                 return Batch(lines=decoded.lines, start=pos, end=end, nbytes=decoded.nbytes)
@@ -608,36 +612,50 @@ class Spool:
             raise ValueError(f"{seg.id}:{offset} is not a frame boundary in the spool")
         return count
 
-    def _cut(self, seg: Segment, at: int, lines_kept: int) -> None:
-        """A frame at ``at`` failed its checks while being read: cut the segment there."""
-        cut_bytes = seg.size - at
-        lost = self._table.cut(seg, at, lines_kept)
+    def _salvage(self, seg: Segment, at: int, lines_before: int) -> None:
+        """A frame at ``at`` failed its checks while being read: keep every intact frame after
+        it, skip (and count) only the damage.
+
+        The frames that follow the damage are found by their own checks (files.find_frame)
+        and moved down over it, so the segment holds only whole frames again and every
+        position before ``at`` stays valid. The seal goes first: a crash during the move
+        leaves an unsealed segment, which the next open reads and cuts at the first damage.
+        Nothing corrupt is ever sent: only frames that pass their checks are kept.
+        """
+        path = self._path(seg.id)
+        was_sealed = seg.sealed
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            cut_segment(fd, seg.data_end)  # the seal, if any
+            runs = salvage(fd, at, seg.data_end)
+            end = compact(fd, runs, at)
+            kept = lines_before + sum(count for _, _, count in runs)
+            skipped_bytes = seg.data_end - end
+            lost = self._table.cut(seg, end, kept)
+            if seg is self._table.segments[-1]:
+                cut_segment(fd, end)  # appends (O_APPEND) go on at the new end
+            else:
+                seal_segment(fd, seg.id, kept, end)
+                self._table.sealed(seg)
+        finally:
+            os.close(fd)
         self._counts.corrupt_frames += 1
         self._counts.lines_lost_corrupt += lost
-        self._counts.truncated_bytes += cut_bytes
+        self._counts.truncated_bytes += skipped_bytes
         logger.error(
-            "corrupt frame in spool segment; segment cut there",
+            "corrupt data in spool segment: %d lines skipped, the %d intact lines after it kept",
+            lost,
+            kept - lines_before,
             extra={
                 "event": "spool_corrupt_frame",
-                "path": str(self._path(seg.id)),
+                "path": str(path),
                 "offset": at,
                 "lines_lost": lost,
-                "bytes": cut_bytes,
+                "bytes": skipped_bytes,
+                "sealed": was_sealed,
             },
         )
-        self._recent.clear()  # positions after the cut no longer exist
-        if seg is self._table.segments[-1]:
-            cut_segment(self._wfd, at)
-            # Go on in a fresh segment so that positions handed out before the cut can never
-            # point into lines written after it.
-            self._rotate()
-        else:
-            fd = os.open(self._path(seg.id), os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                seal_segment(fd, seg.id, lines_kept, at)
-            finally:
-                os.close(fd)
-            self._table.sealed(seg)
+        self._recent.clear()  # offsets after ``at`` moved
         self._normalize_cursor()
 
     # ----------------------------------------------------------------------------- segments

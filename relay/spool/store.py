@@ -65,19 +65,17 @@ from relay.spool.files import (
     NO_SPACE,
     SegmentReader,
     compact,
-    create_segment,
     cut_segment,
     lock_directory,
     salvage,
     scan,
     seal_segment,
-    segment_name,
-    write_all,
 )
 from relay.spool.recent import RecentWrites
 from relay.spool.recovery import recover
 from relay.spool.stats import Counters, FsyncPolicy, Overflow, SpoolStats
 from relay.spool.table import Batch, Position, Segment, SegmentTable
+from relay.spool.writer import SegmentWriter
 
 __all__ = ["Batch", "FsyncPolicy", "Overflow", "Position", "Spool", "SpoolStats"]
 
@@ -86,8 +84,6 @@ logger = logging.getLogger(__name__)
 RECENT_BYTES = 8 << 20
 """Memory for the latest appends kept for read() (relay/spool/recent.py): payload plus a
 fixed cost per line and per append."""
-
-_MAX_DIRTY = 64  # rotated segments waiting for sync(); more means nobody calls sync()
 
 
 class Spool:
@@ -114,11 +110,10 @@ class Spool:
         self._fsync = FsyncPolicy(fsync)
         self._clock = clock
         self._lock_fd = lock_fd
-        self._dir_fd = dir_fd
         self._closed = False
 
         self._table = SegmentTable()
-        self._wfd = -1  # the active (last) segment, opened O_APPEND
+        self._files = SegmentWriter(directory, dir_fd=dir_fd, fsync=self._fsync)
         self._reader = SegmentReader(directory)
 
         self._counts = Counters()
@@ -128,13 +123,10 @@ class Spool:
         self._readable: trio.Event | None = None
         self._recent = RecentWrites(recent_bytes)
 
-        # sync() runs in a worker thread. _lock guards the descriptors it fsyncs;
+        # sync() runs in a worker thread (the writer guards the descriptors it fsyncs);
         # _sync_lock makes syncs run one after another, so a sync that returns has covered
         # everything appended before it started, even if another sync was in flight.
-        self._lock = threading.Lock()
         self._sync_lock = threading.Lock()
-        self._dirty: dict[int, int] = {}  # rotated segment -> its descriptor, for sync()
-        self._dir_dirty = False
         self._cursor_file = CursorFile(directory, clock=clock)
 
     # ----------------------------------------------------------------------------- opening
@@ -193,7 +185,8 @@ class Spool:
         self._counts.torn_tails += found.torn_tails
         self._counts.truncated_bytes += found.truncated_bytes
         self._counts.segments_deleted_on_open += found.segments_deleted
-        self._dir_dirty = found.removed
+        if found.removed:
+            self._files.directory_changed()
         self._start_active(found.next_segment)
         self._normalize_cursor()
         if self._overflow is Overflow.DROP_OLDEST:
@@ -201,7 +194,7 @@ class Spool:
             while self._table.disk_bytes > self._max_bytes and self._drop_oldest(disk_full=False):
                 pass
         if self._cursor_file.open(self._table.cursor):
-            self._dir_dirty = True
+            self._files.directory_changed()
         logger.info(
             "spool opened",
             extra={
@@ -231,7 +224,7 @@ class Spool:
         if (
             active.data_end + size <= self._segment_limit
             and self._table.disk_bytes + size + _RESERVE <= self._max_bytes
-            and self._wfd >= 0
+            and self._files.fd >= 0
         ):
             # The common case, kept short: it runs for every datagram's worth of lines.
             try:
@@ -259,13 +252,7 @@ class Spool:
         """Write the frames ``data`` of ``lines`` (payload ``nbytes``) to the active segment."""
         active = self._table.segments[-1]
         count = len(lines)
-        try:
-            write_all(self._wfd, data)
-        except OSError:
-            # Leave no partial frame behind: the next append would follow garbage.
-            with contextlib.suppress(OSError):
-                cut_segment(self._wfd, active.data_end)
-            raise
+        self._files.append(data, active.data_end)
         self._recent.add(
             segment=active.id,
             offset=active.data_end,
@@ -371,7 +358,7 @@ class Spool:
     def _append_what_fits(self, lines: Sequence[bytes]) -> int:
         """Nothing more can be freed: keep the lines that still fit, one by one."""
         accepted = 0
-        if self._wfd < 0:
+        if self._files.fd < 0:
             return 0
         active = self._table.segments[-1]
         for line in lines:
@@ -403,10 +390,7 @@ class Spool:
         the next append)."""
         table = self._table
         old = table.active
-        with self._lock:
-            fd, self._wfd = self._wfd, -1
-        if fd >= 0:
-            os.close(fd)
+        self._files.retire_active()
         table.pop_oldest()
         table.add(Segment(old.id + 1, FILE_HEADER_SIZE, 0))
         table.cursor = Position(old.id + 1, FILE_HEADER_SIZE, 0)
@@ -428,35 +412,20 @@ class Spool:
 
     def _open_active(self) -> None:
         """Create the active segment's file if it has none yet (the disk was full)."""
-        if self._wfd < 0:
-            active = self._table.active
-            fd = self._create_segment(active.id)
-            with self._lock:
-                self._wfd = fd
-                self._dir_dirty = True
+        if self._files.fd < 0:
+            self._files.open_active(self._table.active.id)
 
     def _rotate(self) -> None:
         """Seal the active segment and start the next one."""
         old = self._table.segments[-1]
-        old_fd = self._wfd
-        new_fd = self._create_segment(old.id + 1)  # first, so a failure changes nothing
-        try:
-            seal_segment(old_fd, old.id, old.lines, old.data_end)
-        except OSError as exc:
-            # Unsealed is still correct: the next open reads the segment instead.
+        seal_error = self._files.rotate(old, old.id + 1)
+        if seal_error is None:
+            self._table.sealed(old)
+        else:
             logger.warning(
                 "cannot seal spool segment",
-                extra={"event": "spool_seal_failed", "segment": old.id, "error": str(exc)},
+                extra={"event": "spool_seal_failed", "segment": old.id, "error": str(seal_error)},
             )
-        else:
-            self._table.sealed(old)
-        with self._lock:
-            self._wfd = new_fd
-            self._dir_dirty = True
-            if self._fsync is FsyncPolicy.NEVER or len(self._dirty) >= _MAX_DIRTY:
-                os.close(old_fd)
-            else:
-                self._dirty[old.id] = old_fd  # sync() makes it durable, off the trio thread
         self._table.add(Segment(old.id + 1, FILE_HEADER_SIZE, 0))
 
     def _start_active(self, segment: int) -> None:
@@ -471,9 +440,6 @@ class Spool:
                 full.error.strerror,
                 extra={"event": "spool_disk_full", "directory": str(self._dir)},
             )
-
-    def _create_segment(self, segment: int) -> int:
-        return create_segment(self._path(segment), segment)
 
     def _drop_oldest(self, *, disk_full: bool) -> bool:
         """Delete the oldest segment, counting its untaken lines. False if nothing to drop."""
@@ -661,25 +627,16 @@ class Spool:
     # ----------------------------------------------------------------------------- segments
 
     def _path(self, segment: int) -> Path:
-        return self._dir / segment_name(segment)
+        return self._files.path(segment)
 
     def _forget(self, seg: Segment) -> None:
         """``seg`` left the table (delivered or dropped): delete its file."""
         self._recent.discard_before(seg.id, seg.data_end)
         self._reader.forget(seg.id)
         try:
-            os.unlink(self._path(seg.id))
-        except FileNotFoundError:
-            pass
+            self._files.delete(seg.id)
         except OSError as exc:
             raise SpoolError(f"cannot delete spool segment {self._path(seg.id)}: {exc}") from exc
-        with self._lock:
-            self._dir_dirty = True
-            # A deleted file's blocks are freed when its last descriptor closes: on a full
-            # disk that must be now, not at the next sync().
-            fd = self._dirty.pop(seg.id, -1)
-        if fd >= 0:
-            os.close(fd)
 
     def _normalize_cursor(self) -> None:
         """Keep the cursor in the oldest segment, deleting closed segments it has passed."""
@@ -707,33 +664,20 @@ class Spool:
             self._sync_locked(force_cursor=False)
 
     def _sync_locked(self, *, force_cursor: bool) -> None:
-        with self._lock:
-            if self._dir_fd < 0:
-                return  # closed
-            dirty, self._dirty = list(self._dirty.values()), {}
-            # Rotation may close self._wfd meanwhile; -1: the active segment has no file yet.
-            fds = [*dirty, os.dup(self._wfd)] if self._wfd >= 0 else dirty
         try:
-            for fd in fds:
-                os.fdatasync(fd)
+            if not self._files.sync_data():
+                return  # closed
         except OSError as exc:
             raise SpoolError(f"cannot fsync the spool in {self._dir}: {exc}") from exc
-        finally:
-            for fd in fds:
-                os.close(fd)
         now = self._clock()
         if force_cursor or now - self._cursor_file.durable_at >= CURSOR_INTERVAL:
             self._write_cursor(durable=True, now=now, wait=True)
-        with self._lock:
-            dir_dirty, self._dir_dirty = self._dir_dirty, False
-        if dir_dirty:
-            os.fsync(self._dir_fd)
+        self._files.sync_directory()
         self._counts.syncs += 1
 
     def _write_cursor(self, *, durable: bool, now: float, wait: bool) -> None:
         if self._cursor_file.write(self._table.cursor, durable=durable, now=now, wait=wait):
-            with self._lock:
-                self._dir_dirty = True
+            self._files.directory_changed()
 
     # ----------------------------------------------------------------------------- closing
 
@@ -745,7 +689,7 @@ class Spool:
             active = self._table.segments[-1]
             if active.lines:
                 try:
-                    seal_segment(self._wfd, active.id, active.lines, active.data_end)
+                    self._files.seal_active(active)
                     self._table.sealed(active)
                 except OSError as exc:
                     logger.warning(
@@ -760,10 +704,7 @@ class Spool:
                 self._sync_locked(force_cursor=True)
             finally:
                 if not active.lines:
-                    # An empty segment is noise; the cursor file still says where we are.
-                    with contextlib.suppress(OSError):
-                        os.unlink(self._path(active.id))
-                        os.fsync(self._dir_fd)
+                    self._files.discard_empty_active(active.id)
                 self._closed = True
                 self._close_fds()
                 self._recent.clear()
@@ -790,13 +731,11 @@ class Spool:
         self._closed = True
         self._reader.close()
         self._cursor_file.close()
-        with self._lock:
-            fds = [*self._dirty.values(), self._wfd, self._dir_fd, self._lock_fd]
-            self._dirty, self._wfd, self._dir_fd, self._lock_fd = {}, -1, -1, -1
-        for fd in fds:
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+        self._files.close()
+        lock_fd, self._lock_fd = self._lock_fd, -1
+        if lock_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(lock_fd)
 
     def _check_open(self) -> None:
         if self._closed:

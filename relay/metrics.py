@@ -158,6 +158,11 @@ class RelayMetrics:
             "counter",
             "Spool frames found torn or corrupt at start and cut off",
         )
+        self.spool_segments_deleted_on_open = r.family(
+            "flowrelay_spool_segments_deleted_on_open_total",
+            "counter",
+            "Spool segment files deleted when the spool was opened (each one logged)",
+        )
         self.lines_forwarded = r.family(
             "flowrelay_lines_forwarded_total",
             "counter",

@@ -347,6 +347,7 @@ def _register_collectors(
         metrics.spool_bytes.set(s.disk_bytes)
         metrics.spool_pending_lines.set(s.pending_lines)
         metrics.spool_corrupt_frames.set(s.corrupt_frames)
+        metrics.spool_segments_deleted_on_open.set(s.segments_deleted_on_open)
         for reason, value in dropped_lines(s):
             metrics.lines_dropped.set(value, (("reason", reason),))
         f = forwarder.statistics()

@@ -1,9 +1,13 @@
 """The durable disk spool: lines in, batches out, nothing accepted lost.
 
-``codec`` is the pure on-disk format (frames, seals, cursor file); ``store`` is the file layer
-(segments, cursor, cap, recovery). Everything a caller needs is re-exported here.
+``codec`` is the pure on-disk format (frames, seals, cursor file); ``table`` the pure segment
+table (positions, totals); ``files`` the file operations; ``recovery`` what an open does with
+what is on disk; ``cursor`` the cursor file; ``stats`` the policies and counters; ``store``
+the ``Spool`` facade that puts them together. Everything a caller needs is re-exported here.
 """
 
-from relay.spool.store import Batch, FsyncPolicy, Overflow, Position, Spool, SpoolStats
+from relay.spool.stats import FsyncPolicy, Overflow, SpoolStats
+from relay.spool.store import Spool
+from relay.spool.table import Batch, Position
 
 __all__ = ["Batch", "FsyncPolicy", "Overflow", "Position", "Spool", "SpoolStats"]

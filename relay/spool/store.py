@@ -3,7 +3,7 @@
 Layout of the spool directory::
 
     000000000007.seg   segments, oldest first (format: relay/spool/codec.py)
-    cursor             what the platform has taken: segment, offset, line index (one text line)
+    cursor             what the platform has taken (two checked slots: relay/spool/cursor.py)
     lock               flock()ed while a relay has the spool open; holds its pid
 
 Rules that make "nothing accepted is lost" true:
@@ -11,18 +11,17 @@ Rules that make "nothing accepted is lost" true:
 - append() writes every frame to the page cache before it returns, so a crash of the process
   loses nothing appended; an fsync policy decides what a power cut may lose.
 - The cursor moves only on commit(); a segment is deleted only when the cursor has passed its
-  last line (or drop-oldest drops it, counted). The cursor file is written by tmp + rename, at
+  last line (or drop-oldest drops it, counted). The cursor file is overwritten in place, at
   most every CURSOR_INTERVAL seconds on commit and on sync()/close(); a crash may therefore
   resend what was committed since the last write: at-least-once, never loss.
 - A segment is sealed when it is closed (its line count written in a checked trailer). On open,
   sealed segments are trusted without reading them; every unsealed segment (the one being
   written when the relay died) is read, and a torn or corrupt tail is cut (truncated),
   counted and never returned.
-- Damage found later, while reading (a bit flip in the middle of a segment): the segment is cut
-  at the bad frame, like a torn tail. Nothing after that frame in that segment is sent: a
-  frame's length cannot be trusted past damage, and guessing where the next frame starts could
-  send garbage. The lines lost that way are counted (lines_lost_corrupt) and reading goes on
-  with the next segment.
+- Damage found later, while reading (a bit flip in the middle of a segment): the frames after
+  it are found again by their own checks (check byte and CRC, never by trusting the damaged
+  length) and moved down over the damage; only the damaged lines are lost, counted
+  (lines_lost_corrupt). Nothing that fails its checks is ever sent.
 - Reading what was just appended is served from memory (relay/spool/recent.py, at most
   RECENT_BYTES of the latest appends): the lines as they were handed to append(), which are
   what the disk holds. Only reads go there; commits, drops, the cap and recovery work on the
@@ -31,8 +30,11 @@ Rules that make "nothing accepted is lost" true:
 The cap (max_bytes) bounds the size of all segment files together; 64 bytes of it stay free
 for the seals and header a rotation or restart writes. When it is reached, drop-oldest deletes
 the oldest whole segment (its untaken lines counted as dropped) and drop-newest refuses the
-lines that do not fit (counted). A full file system before the cap is handled the same way and
-counted separately (lines_dropped_no_space).
+lines that do not fit (counted). A full file system before the cap is left as soon as
+something can be freed: a fully delivered active segment is deleted (a new one started), and
+drop-oldest deletes the oldest closed segments one at a time, as needed; what still does not fit
+is refused and counted separately (lines_dropped_no_space). The spool also opens on a full
+disk, with what is there (the active segment's file is then created by a later append).
 
 Threads: everything runs on the trio thread except sync(), which may run in a worker thread
 (trio.to_thread.run_sync). The state sync() touches (dirty file descriptors, the directory
@@ -42,18 +44,12 @@ never waits for an fsync.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
-import errno
-import fcntl
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -61,126 +57,33 @@ from typing import Self
 import trio
 
 from relay.errors import SpoolError
+from relay.logs import RateLimitedLog
 from relay.spool import codec
 from relay.spool.codec import FILE_HEADER_SIZE, FRAME_HEADER_SIZE, SEAL_SIZE, Stop
+from relay.spool.cursor import CURSOR_INTERVAL, CursorFile
+from relay.spool.files import (
+    NO_SPACE,
+    SegmentReader,
+    compact,
+    cut_segment,
+    lock_directory,
+    salvage,
+    scan,
+    seal_segment,
+)
 from relay.spool.recent import RecentWrites
+from relay.spool.recovery import recover
+from relay.spool.stats import Counters, FsyncPolicy, Overflow, SpoolStats
+from relay.spool.table import Batch, Position, Segment, SegmentTable
+from relay.spool.writer import SegmentWriter
 
 __all__ = ["Batch", "FsyncPolicy", "Overflow", "Position", "Spool", "SpoolStats"]
 
 logger = logging.getLogger(__name__)
 
-CURSOR_INTERVAL = 0.15
-"""Seconds between cursor file writes on commit (a crash resends at most this much)."""
 RECENT_BYTES = 8 << 20
 """Memory for the latest appends kept for read() (relay/spool/recent.py): payload plus a
 fixed cost per line and per append."""
-
-_SEGMENT_RE = re.compile(r"(\d{1,19})\.seg")
-_SCAN_CHUNK = 1 << 20
-_MAX_DIRTY = 64  # rotated segments waiting for sync(); more means nobody calls sync()
-_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-_LOG_EVERY = 10.0  # seconds between repeated drop warnings
-
-
-class FsyncPolicy(StrEnum):
-    ALWAYS = "always"  # write() returns once the lines are on disk
-    INTERVAL = "interval"  # the service calls sync() every second
-    NEVER = "never"  # the kernel writes back when it likes
-
-
-class Overflow(StrEnum):
-    DROP_OLDEST = "drop-oldest"  # delete the oldest whole segment to make room
-    DROP_NEWEST = "drop-newest"  # refuse the lines that do not fit
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class Position:
-    """A frame boundary in the spool. Ordered by (segment, offset).
-
-    ``index`` is how many lines of the segment lie before ``offset``. Positions handed out by
-    the spool carry it so commit() and read() stay O(1); it takes no part in comparisons, and
-    a hand-made position (index -1) is checked by reading the segment up to ``offset``.
-    """
-
-    segment: int
-    offset: int
-    index: int = field(default=-1, compare=False)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Batch:
-    lines: list[bytes]
-    """Syslog lines without framing, in order."""
-    start: Position
-    """Where the first line starts."""
-    end: Position
-    """Just after the last line: read(end) for the next batch, commit(end) once delivered."""
-    nbytes: int
-    """Sum of len(line)."""
-
-    def position_after(self, count: int) -> Position:
-        """The position just after the first ``count`` lines (to commit part of a batch)."""
-        if not 0 <= count <= len(self.lines):
-            raise ValueError(f"a batch of {len(self.lines)} lines has no line {count}")
-        if count == len(self.lines):
-            return self.end
-        # A batch never spans segments, so lines follow each other at fixed overhead.
-        offset = self.start.offset + FRAME_HEADER_SIZE * count + sum(map(len, self.lines[:count]))
-        index = self.start.index + count if self.start.index >= 0 else -1
-        return Position(self.start.segment, offset, index)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SpoolStats:
-    pending_lines: int
-    """Lines appended and not yet committed (or dropped): exact, also after a restart."""
-    pending_bytes: int
-    """Sum of the lengths of those lines."""
-    segments: int
-    disk_bytes: int
-    """Size of all segment files, headers and seals included (the cap applies to this)."""
-    max_bytes: int
-    lines_appended: int
-    bytes_appended: int
-    lines_committed: int
-    lines_dropped_oldest: int
-    lines_dropped_newest: int
-    lines_dropped_no_space: int
-    """Lines refused because the file system was full (ENOSPC, quota) before the cap."""
-    lines_lost_corrupt: int
-    """Lines known to have been written that lay after a corrupt frame and were cut."""
-    corrupt_frames: int
-    """Frames (or segment headers) that failed their checks; each one cut a segment."""
-    torn_tails: int
-    """Segments found on open ending inside a frame (a crash during a write)."""
-    truncated_bytes: int
-    """Bytes cut off segments because of torn tails or corruption."""
-    syncs: int
-
-
-@dataclass(slots=True)
-class _Segment:
-    id: int
-    data_end: int
-    """Offset just past the last line frame."""
-    lines: int
-    sealed: bool = False
-
-    @property
-    def size(self) -> int:
-        return self.data_end + (SEAL_SIZE if self.sealed else 0)
-
-
-def _segment_name(segment: int) -> str:
-    return f"{segment:012d}.seg"
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    written = os.write(fd, data)
-    if written < len(data):  # rare for regular files: a signal, or the disk filling up
-        view = memoryview(data)[written:]
-        while view:
-            view = view[os.write(fd, view) :]
 
 
 class Spool:
@@ -207,48 +110,24 @@ class Spool:
         self._fsync = FsyncPolicy(fsync)
         self._clock = clock
         self._lock_fd = lock_fd
-        self._dir_fd = dir_fd
         self._closed = False
 
-        self._segments: list[_Segment] = []
-        self._wfd = -1  # the active (last) segment, opened O_APPEND
-        self._rfd = -1
-        self._rfd_segment = -1
-        self._cursor = Position(0, FILE_HEADER_SIZE, 0)
+        self._table = SegmentTable()
+        self._files = SegmentWriter(directory, dir_fd=dir_fd, fsync=self._fsync)
+        self._reader = SegmentReader(directory)
 
-        # Totals over self._segments, kept as they change so statistics() is O(1).
-        self._total_lines = 0
-        self._data_bytes = 0  # sum of data_end - FILE_HEADER_SIZE
-        self._disk_bytes = 0
-
-        self._lines_appended = 0
-        self._bytes_appended = 0
-        self._lines_committed = 0
-        self._dropped_oldest = 0
-        self._dropped_newest = 0
-        self._dropped_no_space = 0
-        self._lost_corrupt = 0
-        self._corrupt_frames = 0
-        self._torn_tails = 0
-        self._truncated_bytes = 0
-        self._syncs = 0
-        self._last_drop_log = -_LOG_EVERY
+        self._counts = Counters()
+        # One limit per kind of drop, so that one kind cannot hide another.
+        self._drop_log = RateLimitedLog(logger, clock=clock)
 
         self._readable: trio.Event | None = None
         self._recent = RecentWrites(recent_bytes)
 
-        # sync() runs in a worker thread. _lock guards the descriptors it fsyncs;
+        # sync() runs in a worker thread (the writer guards the descriptors it fsyncs);
         # _sync_lock makes syncs run one after another, so a sync that returns has covered
         # everything appended before it started, even if another sync was in flight.
-        self._lock = threading.Lock()
         self._sync_lock = threading.Lock()
-        self._cursor_lock = threading.Lock()
-        self._dirty: list[int] = []
-        self._dir_dirty = False
-        self._cursor_written: Position | None = None
-        self._cursor_written_at = -CURSOR_INTERVAL
-        self._cursor_durable: Position | None = None
-        self._cursor_durable_at = -CURSOR_INTERVAL
+        self._cursor_file = CursorFile(directory, clock=clock)
 
     # ----------------------------------------------------------------------------- opening
 
@@ -270,7 +149,7 @@ class Spool:
         if segment_bytes < _MIN_SEGMENT:
             raise ValueError(f"spool segment_bytes must be at least {_MIN_SEGMENT}")
         directory = Path(directory)
-        lock_fd = _lock_directory(directory)
+        lock_fd = lock_directory(directory)
         try:
             dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
@@ -300,168 +179,32 @@ class Spool:
         return spool
 
     def _recover(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._dir / "cursor.tmp")
-        ids = sorted(
-            int(m[1]) for name in os.listdir(self._dir) if (m := _SEGMENT_RE.fullmatch(name))
-        )
-        saved = self._load_cursor()
-        cursor_segment = saved[0] if saved else (ids[0] if ids else 0)
-        cursor_index = -1
-        cursor_offset = FILE_HEADER_SIZE
-        for segment in ids:
-            if segment < cursor_segment:
-                # Every line in it was taken; the unlink was lost in a crash.
-                os.unlink(self._path(segment))
-                self._dir_dirty = True
-                continue
-            want = saved[1] if saved and segment == saved[0] else None
-            recovered = self._recover_segment(segment, want)
-            if recovered is None:
-                continue
-            seg, boundary = recovered
-            self._add_segment(seg)
-            if saved and segment == saved[0]:
-                cursor_offset, cursor_index = boundary or self._recovered_cursor(seg, saved)
-        if self._segments and self._segments[0].id == cursor_segment and cursor_index >= 0:
-            self._cursor = Position(cursor_segment, cursor_offset, cursor_index)
-        elif self._segments:
-            # No usable cursor inside the oldest segment: resend from its start, never skip.
-            first = self._segments[0]
-            self._cursor = Position(first.id, FILE_HEADER_SIZE, 0)
-        last = max([cursor_segment, *ids], default=0)
-        self._start_active(last + 1)
+        found = recover(self._dir, self._cursor_file.load())
+        self._table = found.table
+        self._counts.corrupt_frames += found.corrupt_frames
+        self._counts.torn_tails += found.torn_tails
+        self._counts.truncated_bytes += found.truncated_bytes
+        self._counts.segments_deleted_on_open += found.segments_deleted
+        if found.removed:
+            self._files.directory_changed()
+        self._start_active(found.next_segment)
         self._normalize_cursor()
         if self._overflow is Overflow.DROP_OLDEST:
             # Over the cap on open (it was lowered): make room now, counted like any drop.
-            while self._disk_bytes > self._max_bytes and self._drop_oldest():
+            while self._table.disk_bytes > self._max_bytes and self._drop_oldest(disk_full=False):
                 pass
+        if self._cursor_file.open(self._table.cursor):
+            self._files.directory_changed()
         logger.info(
             "spool opened",
             extra={
                 "event": "spool_opened",
                 "directory": str(self._dir),
-                "segments": len(self._segments),
-                "pending_lines": self._pending_lines(),
-                "cursor": f"{self._cursor.segment}:{self._cursor.offset}",
+                "segments": len(self._table.segments),
+                "pending_lines": self._table.pending_lines,
+                "cursor": f"{self._table.cursor.segment}:{self._table.cursor.offset}",
             },
         )
-
-    def _recover_segment(
-        self, segment: int, want: int | None
-    ) -> tuple[_Segment, tuple[int, int] | None] | None:
-        """Check one segment found on open; cut and seal it if it was left unsealed.
-
-        Returns None if the segment was unusable (deleted), else the segment and, when
-        ``want`` (the saved cursor offset) is given and the segment had to be read, the last
-        frame boundary at or before ``want`` with its line index.
-        """
-        path = self._path(segment)
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        try:
-            size = os.fstat(fd).st_size
-            if not codec.decode_file_header(os.pread(fd, FILE_HEADER_SIZE, 0), segment):
-                # Created but never written (size 0) is what a crash right after a rotation
-                # leaves; anything else is damage.
-                if size:
-                    logger.warning(
-                        "spool segment has no valid header; deleted",
-                        extra={"event": "spool_segment_invalid", "path": str(path), "bytes": size},
-                    )
-                    self._corrupt_frames += 1
-                    self._truncated_bytes += size
-                os.unlink(path)
-                self._dir_dirty = True
-                return None
-            if size >= FILE_HEADER_SIZE + SEAL_SIZE:
-                seal = codec.decode_seal(os.pread(fd, SEAL_SIZE, size - SEAL_SIZE), segment)
-                data_end = size - SEAL_SIZE
-                if seal is not None and seal.lines * FRAME_HEADER_SIZE <= data_end:
-                    if seal.lines == 0:
-                        os.unlink(path)  # nothing in it: keeping it would only use space
-                        self._dir_dirty = True
-                        return None
-                    return _Segment(segment, data_end, seal.lines, sealed=True), None
-            # Unsealed: read it all. When the cursor is in it, first up to the cursor, so the
-            # cursor's line index is counted, not trusted.
-            boundary: tuple[int, int] | None = None
-            end, count, stop = FILE_HEADER_SIZE, 0, Stop.END
-            if want is not None:
-                end, count, stop = _scan(fd, FILE_HEADER_SIZE, 0, max(FILE_HEADER_SIZE, want))
-                boundary = (end, count)
-            if stop is Stop.END or stop is Stop.PARTIAL:
-                end, count, stop = _scan(fd, end, count, size)
-            if end < size:
-                if stop is Stop.PARTIAL:
-                    self._torn_tails += 1
-                    what = "torn tail"
-                else:
-                    self._corrupt_frames += 1
-                    what = "corrupt frame"
-                self._truncated_bytes += size - end
-                logger.warning(
-                    "spool segment ends in a %s; cut",
-                    what,
-                    extra={
-                        "event": "spool_tail_cut",
-                        "path": str(path),
-                        "offset": end,
-                        "bytes": size - end,
-                        "reason": what,
-                    },
-                )
-                os.ftruncate(fd, end)
-            if count == 0:
-                # The active segment of a relay that died before writing to it (or whose
-                # only lines were torn): delete it, so that restarts do not eat the cap.
-                os.unlink(path)
-                self._dir_dirty = True
-                return None
-            os.pwrite(fd, codec.encode_seal(segment, count), end)
-            os.fdatasync(fd)
-            if boundary is not None and boundary[0] > end:
-                boundary = (end, count)  # the cursor cannot point past the cut
-            return _Segment(segment, end, count, sealed=True), boundary
-        finally:
-            os.close(fd)
-
-    def _recovered_cursor(self, seg: _Segment, saved: tuple[int, int, int]) -> tuple[int, int]:
-        """The saved cursor in a sealed segment: trusted if plausible, else re-counted."""
-        _, offset, index = saved
-        plausible = (
-            FILE_HEADER_SIZE <= offset <= seg.data_end
-            and 0 <= index <= seg.lines
-            and (offset != FILE_HEADER_SIZE or index == 0)
-            and (offset != seg.data_end or index == seg.lines)
-        )
-        if plausible:
-            return offset, index
-        # Never move the cursor past a boundary that was not seen: resend rather than skip.
-        offset = max(FILE_HEADER_SIZE, min(offset, seg.data_end))
-        if offset == seg.data_end:
-            return offset, seg.lines
-        fd = os.open(self._path(seg.id), os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            end, count, _ = _scan(fd, FILE_HEADER_SIZE, 0, offset)
-        finally:
-            os.close(fd)
-        return end, count
-
-    def _load_cursor(self) -> tuple[int, int, int] | None:
-        path = self._dir / "cursor"
-        try:
-            data = path.read_bytes()[: codec.CURSOR_MAX_SIZE]
-        except FileNotFoundError:
-            return None
-        saved = codec.decode_cursor(data)
-        if saved is None:
-            logger.warning(
-                "spool cursor file is damaged; resending from the oldest segment",
-                extra={"event": "spool_cursor_invalid", "path": str(path)},
-            )
-        else:
-            self._cursor_written = self._cursor_durable = Position(*saved)
-        return saved
 
     # ----------------------------------------------------------------------------- writing
 
@@ -477,19 +220,22 @@ class Spool:
             return 0
         data = codec.encode_frames(lines)
         size = len(data)
-        active = self._segments[-1]
+        active = self._table.segments[-1]
         if (
             active.data_end + size <= self._segment_limit
-            and self._disk_bytes + size + _RESERVE <= self._max_bytes
+            and self._table.disk_bytes + size + _RESERVE <= self._max_bytes
+            and self._files.fd >= 0
         ):
             # The common case, kept short: it runs for every datagram's worth of lines.
             try:
                 self._write_active(data, lines, size - FRAME_HEADER_SIZE * count)
                 accepted = count
             except OSError as exc:
-                accepted = self._after_write_error(exc, lines, retry=True)
+                if exc.errno not in NO_SPACE:
+                    raise SpoolError(f"cannot write to the spool in {self._dir}: {exc}") from exc
+                accepted = self._append_slow(lines)
         else:
-            accepted = self._append_slow(lines, retry=True)
+            accepted = self._append_slow(lines)
         if accepted and self._readable is not None:
             self._readable.set()
             self._readable = None
@@ -504,15 +250,9 @@ class Spool:
 
     def _write_active(self, data: bytes, lines: Sequence[bytes], nbytes: int) -> None:
         """Write the frames ``data`` of ``lines`` (payload ``nbytes``) to the active segment."""
-        active = self._segments[-1]
+        active = self._table.segments[-1]
         count = len(lines)
-        try:
-            _write_all(self._wfd, data)
-        except OSError:
-            # Leave no partial frame behind: the next append would follow garbage.
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._wfd, active.data_end)
-            raise
+        self._files.append(data, active.data_end)
         self._recent.add(
             segment=active.id,
             offset=active.data_end,
@@ -521,16 +261,46 @@ class Spool:
             lines=list(lines),
             nbytes=nbytes,
         )
-        active.data_end += len(data)
-        active.lines += count
-        self._total_lines += count
-        self._data_bytes += len(data)
-        self._disk_bytes += len(data)
-        self._lines_appended += count
-        self._bytes_appended += nbytes
+        self._table.appended(len(data), count)
+        self._counts.lines_appended += count
+        self._counts.bytes_appended += nbytes
 
-    def _append_slow(self, lines: Sequence[bytes], *, retry: bool) -> int:
-        """Line by line: rotation, the cap and the overflow policy."""
+    def _append_slow(self, lines: Sequence[bytes]) -> int:
+        """Rotation, the cap, the overflow policy, and a full disk.
+
+        A full disk is left as soon as something can be freed: a fully delivered active
+        segment (the only one then), or with drop-oldest the oldest closed segment. After
+        each freeing the rest of the lines is tried again, so a burst is refused only when
+        nothing more can go, and then only what does not fit.
+        """
+        accepted = 0
+        full: _DiskFull | None = None
+        # Bounded: each pass frees a segment (there are at most that many) or ends.
+        for _ in range(len(self._table.segments) + 2):
+            try:
+                return accepted + self._append_capped(lines[accepted:])
+            except _DiskFull as exc:
+                accepted += exc.written
+                full = exc
+            if not self._free_disk():
+                break
+        assert full is not None
+        accepted += self._append_what_fits(lines[accepted:])
+        refused = len(lines) - accepted
+        if refused:
+            self._counts.lines_dropped_no_space += refused
+            self._drop_log.emit(
+                "refused",
+                f"disk full under the spool in {self._dir} ({full.error.strerror}): "
+                "newest lines refused",
+                event="spool_disk_full",
+                lines=refused,
+                dropped_total=self._counts.lines_dropped_no_space,
+            )
+        return accepted
+
+    def _append_capped(self, lines: Sequence[bytes]) -> int:
+        """Line by line: rotation, the cap and the overflow policy. Raises _DiskFull."""
         accepted = 0
         frames: list[bytes] = []
         frame_bytes = 0
@@ -546,24 +316,31 @@ class Spool:
                 frames, frame_bytes = [], 0
 
         try:
+            self._open_active()
             for line in lines:
                 frame = codec.encode_frames((line,))
                 while True:
-                    active = self._segments[-1]
+                    active = self._table.segments[-1]
                     rotate = bool(active.lines or frames) and (
                         active.data_end + frame_bytes + len(frame) > self._segment_limit
                     )
                     need = len(frame) + (FILE_HEADER_SIZE + SEAL_SIZE if rotate else 0)
-                    fits = self._disk_bytes + frame_bytes + need + _RESERVE <= self._max_bytes
+                    fits = self._table.disk_bytes + frame_bytes + need + _RESERVE <= self._max_bytes
                     if fits or self._overflow is not Overflow.DROP_OLDEST:
                         break
                     flush()
-                    if not self._drop_oldest():
+                    if not self._drop_oldest(disk_full=False):
                         break
                 if not fits:
                     refused = len(lines) - accepted
-                    self._dropped_newest += refused
-                    self._log_drop("spool full: newest lines refused", refused)
+                    self._counts.lines_dropped_newest += refused
+                    self._drop_log.emit(
+                        "newest",
+                        f"spool full (max_bytes {self._max_bytes}): newest lines refused",
+                        event="spool_full",
+                        lines=refused,
+                        dropped_total=self._counts.lines_dropped_newest,
+                    )
                     break
                 if rotate:
                     flush()
@@ -573,98 +350,120 @@ class Spool:
                 accepted += 1
             flush()
         except OSError as exc:
-            written = accepted - len(frames)
-            return written + self._after_write_error(exc, lines[written:], retry=retry)
+            if exc.errno not in NO_SPACE:
+                raise SpoolError(f"cannot write to the spool in {self._dir}: {exc}") from exc
+            raise _DiskFull(written=accepted - len(frames), error=exc) from exc
         return accepted
 
-    def _after_write_error(self, exc: OSError, lines: Sequence[bytes], *, retry: bool) -> int:
-        """A write failed and nothing of ``lines`` was written; returns how many were then."""
-        if exc.errno not in _NO_SPACE:
-            raise SpoolError(f"cannot write to the spool in {self._dir}: {exc}") from exc
-        # The file system filled up before the cap: drop-oldest frees a segment and tries
-        # once more; otherwise (or if that fails too) the lines are refused, counted.
-        if retry and self._overflow is Overflow.DROP_OLDEST and len(self._segments) > 1:
-            self._drop_oldest()
-            return self._append_slow(lines, retry=False)
-        self._dropped_no_space += len(lines)
-        self._log_drop(f"spool file system full ({exc.strerror}): lines refused", len(lines))
-        return 0
+    def _append_what_fits(self, lines: Sequence[bytes]) -> int:
+        """Nothing more can be freed: keep the lines that still fit, one by one."""
+        accepted = 0
+        if self._files.fd < 0:
+            return 0
+        active = self._table.segments[-1]
+        for line in lines:
+            if active.data_end + FRAME_HEADER_SIZE + len(line) > self._segment_limit:
+                break
+            try:
+                self._write_active(codec.encode_frames((line,)), (line,), len(line))
+            except OSError as exc:
+                if exc.errno not in NO_SPACE:
+                    raise SpoolError(f"cannot write to the spool in {self._dir}: {exc}") from exc
+                break
+            accepted += 1
+        return accepted
+
+    def _free_disk(self) -> bool:
+        """The file system is full: free what can be freed. False if nothing could be."""
+        table = self._table
+        active = table.active
+        if active.lines and table.cursor == table.head and len(table.segments) == 1:
+            self._recycle_active()
+            return True
+        if self._overflow is Overflow.DROP_OLDEST and len(table.segments) > 1:
+            return self._drop_oldest(disk_full=True)
+        return False
+
+    def _recycle_active(self) -> None:
+        """Every line of the active (and only) segment is delivered: delete it, so that its
+        space is free, and go on in a new segment (created now if the disk lets us, else by
+        the next append)."""
+        table = self._table
+        old = table.active
+        self._files.retire_active()
+        table.pop_oldest()
+        table.add(Segment(old.id + 1, FILE_HEADER_SIZE, 0))
+        table.cursor = Position(old.id + 1, FILE_HEADER_SIZE, 0)
+        self._forget(old)
+        logger.info(
+            "disk full: the delivered spool segment was deleted to make room",
+            extra={"event": "spool_segment_recycled", "segment": old.id, "lines": old.lines},
+        )
+        with contextlib.suppress(_DiskFull):
+            self._open_active_or_full()
+
+    def _open_active_or_full(self) -> None:
+        try:
+            self._open_active()
+        except OSError as exc:
+            if exc.errno not in NO_SPACE:
+                raise SpoolError(f"cannot write to the spool in {self._dir}: {exc}") from exc
+            raise _DiskFull(written=0, error=exc) from exc
+
+    def _open_active(self) -> None:
+        """Create the active segment's file if it has none yet (the disk was full)."""
+        if self._files.fd < 0:
+            self._files.open_active(self._table.active.id)
 
     def _rotate(self) -> None:
         """Seal the active segment and start the next one."""
-        old = self._segments[-1]
-        old_fd = self._wfd
-        new_fd = self._create_segment(old.id + 1)  # first, so a failure changes nothing
-        try:
-            _write_all(old_fd, codec.encode_seal(old.id, old.lines))
-        except OSError as exc:
-            # Unsealed is still correct: the next open reads the segment instead.
+        old = self._table.segments[-1]
+        seal_error = self._files.rotate(old, old.id + 1)
+        if seal_error is None:
+            self._table.sealed(old)
+        else:
             logger.warning(
                 "cannot seal spool segment",
-                extra={"event": "spool_seal_failed", "segment": old.id, "error": str(exc)},
+                extra={"event": "spool_seal_failed", "segment": old.id, "error": str(seal_error)},
             )
-            with contextlib.suppress(OSError):
-                os.ftruncate(old_fd, old.data_end)
-        else:
-            old.sealed = True
-            self._disk_bytes += SEAL_SIZE
-        with self._lock:
-            self._wfd = new_fd
-            self._dir_dirty = True
-            if self._fsync is FsyncPolicy.NEVER or len(self._dirty) >= _MAX_DIRTY:
-                os.close(old_fd)
-            else:
-                self._dirty.append(old_fd)  # sync() makes it durable, off the trio thread
-        self._add_segment(_Segment(old.id + 1, FILE_HEADER_SIZE, 0))
+        self._table.add(Segment(old.id + 1, FILE_HEADER_SIZE, 0))
 
     def _start_active(self, segment: int) -> None:
-        self._wfd = self._create_segment(segment)
-        with self._lock:
-            self._dir_dirty = True
-        self._add_segment(_Segment(segment, FILE_HEADER_SIZE, 0))
-
-    def _create_segment(self, segment: int) -> int:
-        path = self._path(segment)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self._table.add(Segment(segment, FILE_HEADER_SIZE, 0))
         try:
-            _write_all(fd, codec.encode_file_header(segment))
-        except OSError:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            raise
-        return fd
+            self._open_active_or_full()
+        except _DiskFull as full:
+            # Start with what is there: deliveries free space, and appends retry the file.
+            logger.warning(
+                "disk full under the spool in %s (%s): starting without room for new lines",
+                self._dir,
+                full.error.strerror,
+                extra={"event": "spool_disk_full", "directory": str(self._dir)},
+            )
 
-    def _drop_oldest(self) -> bool:
+    def _drop_oldest(self, *, disk_full: bool) -> bool:
         """Delete the oldest segment, counting its untaken lines. False if nothing to drop."""
-        oldest = self._segments[0]
-        if oldest is self._segments[-1]:
+        oldest = self._table.segments[0]
+        if oldest is self._table.segments[-1]:
             if not oldest.lines:
                 return False
             self._rotate()  # the active segment is the oldest: seal it so it can go
-        dropped = oldest.lines - self._cursor.index
-        self._dropped_oldest += dropped
-        self._delete_oldest()
-        nxt = self._segments[0]
-        self._cursor = Position(nxt.id, FILE_HEADER_SIZE, 0)
+        seg, dropped = self._table.drop_oldest()
+        self._counts.lines_dropped_oldest += dropped
+        self._forget(seg)
         self._normalize_cursor()
-        self._log_drop("spool full: oldest lines dropped", dropped)
+        if disk_full:
+            message = f"disk full under the spool in {self._dir}: oldest lines dropped"
+        else:
+            message = f"spool full (max_bytes {self._max_bytes}): oldest lines dropped"
+        self._drop_log.emit(
+            ("oldest", disk_full),
+            message,
+            event="spool_disk_full" if disk_full else "spool_full",
+            lines=dropped,
+            dropped_total=self._counts.lines_dropped_oldest,
+        )
         return True
-
-    def _log_drop(self, message: str, lines: int) -> None:
-        now = self._clock()
-        if now - self._last_drop_log >= _LOG_EVERY:
-            self._last_drop_log = now
-            logger.warning(
-                message,
-                extra={
-                    "event": "spool_overflow",
-                    "lines": lines,
-                    "dropped_oldest_total": self._dropped_oldest,
-                    "dropped_newest_total": self._dropped_newest,
-                    "dropped_no_space_total": self._dropped_no_space,
-                },
-            )
 
     # ----------------------------------------------------------------------------- reading
 
@@ -682,9 +481,9 @@ class Spool:
 
     def _read(self, start: Position | None, max_bytes: int) -> Batch:
         # Bounded: each pass either returns or cuts a segment, which moves ``pos`` forward.
-        for _ in range(len(self._segments) + 2):
-            pos = self._resolve(start)
-            seg = self._segments[self._find(pos.segment)]
+        for _ in range(len(self._table.segments) + 2):
+            pos = self._table.resolve(start, self._index_of)
+            seg = self._table.segments[self._table.find(pos.segment)]
             available = seg.data_end - pos.offset
             if available <= 0:
                 return Batch(lines=[], start=pos, end=pos, nbytes=0)
@@ -698,7 +497,7 @@ class Spool:
             kept = self._recent.first(seg.id)
             if kept is not None and kept > pos.offset:
                 want = min(want, kept - pos.offset)  # then the next read comes from memory
-            fd = self._reader(seg.id)
+            fd = self._reader.fd(seg.id)
             chunk = os.pread(fd, want, pos.offset)
             decoded = codec.decode_frames(chunk, max_bytes=max_bytes)
             if decoded.count == 0 and decoded.stop is Stop.PARTIAL and decoded.need <= available:
@@ -717,7 +516,7 @@ class Spool:
                 )
             )
             if damaged:
-                self._cut(seg, pos.offset + decoded.end, pos.index + decoded.count)
+                self._salvage(seg, pos.offset + decoded.end, pos.index + decoded.count)
             if decoded.count:
                 end = Position(seg.id, pos.offset + decoded.end, pos.index + decoded.count)
                 return Batch(lines=decoded.lines, start=pos, end=end, nbytes=decoded.nbytes)
@@ -728,7 +527,7 @@ class Spool:
         """Return once a line is pending after ``after``."""
         while True:
             self._check_open()
-            if self._has_data_after(after):
+            if self._table.has_data_after(after):
                 return
             if self._readable is None:
                 self._readable = trio.Event()
@@ -737,211 +536,112 @@ class Spool:
     def commit(self, position: Position) -> None:
         """Everything before ``position`` has been delivered: move the cursor past it."""
         self._check_open()
-        cursor = self._cursor
+        cursor = self._table.cursor
         if position <= cursor:
             return  # stale (already committed, or dropped by drop-oldest)
-        head = self.head
-        if position > head:
-            raise ValueError(f"cannot commit {position}: beyond the head of the spool {head}")
-        i = self._find(position.segment)
-        seg = self._segments[i]
-        if seg.id != position.segment:
-            offset, index = FILE_HEADER_SIZE, 0  # a gap left by recovery: all before seg
-        elif position.offset >= seg.data_end:
-            offset, index = seg.data_end, seg.lines  # clamp: the segment was cut under us
-        elif position.index >= 0:
-            offset, index = position.offset, position.index
-        else:
-            try:
-                offset, index = position.offset, self._index_of(seg, position.offset)
-            except OSError as exc:
-                raise SpoolError(f"cannot read the spool in {self._dir}: {exc}") from exc
-        before = self._pending_lines()
+        try:
+            i, target = self._table.commit_target(position, self._index_of)
+        except OSError as exc:
+            raise SpoolError(f"cannot read the spool in {self._dir}: {exc}") from exc
+        before = self._table.pending_lines
         for _ in range(i):
-            self._delete_oldest()
-        self._cursor = Position(seg.id, offset, index)
+            self._forget(self._table.pop_oldest())
+        self._table.cursor = target
         self._normalize_cursor()
-        self._recent.discard_before(self._cursor.segment, self._cursor.offset)
-        self._lines_committed += before - self._pending_lines()
+        self._recent.discard_before(self._table.cursor.segment, self._table.cursor.offset)
+        self._counts.lines_committed += before - self._table.pending_lines
         now = self._clock()
-        if now - self._cursor_written_at >= CURSOR_INTERVAL:
+        if now - self._cursor_file.written_at >= CURSOR_INTERVAL:
             self._write_cursor(durable=False, now=now, wait=False)
 
     @property
     def cursor(self) -> Position:
-        return self._cursor
+        return self._table.cursor
 
     @property
     def head(self) -> Position:
-        active = self._segments[-1]
-        return Position(active.id, active.data_end, active.lines)
+        return self._table.head
 
     def statistics(self) -> SpoolStats:
-        pending_lines = self._pending_lines()
-        pending_frame_bytes = self._data_bytes - (self._cursor.offset - FILE_HEADER_SIZE)
-        return SpoolStats(
-            pending_lines=pending_lines,
-            pending_bytes=pending_frame_bytes - FRAME_HEADER_SIZE * pending_lines,
-            segments=len(self._segments),
-            disk_bytes=self._disk_bytes,
-            max_bytes=self._max_bytes,
-            lines_appended=self._lines_appended,
-            bytes_appended=self._bytes_appended,
-            lines_committed=self._lines_committed,
-            lines_dropped_oldest=self._dropped_oldest,
-            lines_dropped_newest=self._dropped_newest,
-            lines_dropped_no_space=self._dropped_no_space,
-            lines_lost_corrupt=self._lost_corrupt,
-            corrupt_frames=self._corrupt_frames,
-            torn_tails=self._torn_tails,
-            truncated_bytes=self._truncated_bytes,
-            syncs=self._syncs,
-        )
+        return self._counts.snapshot(self._table, max_bytes=self._max_bytes)
 
-    def _pending_lines(self) -> int:
-        return self._total_lines - self._cursor.index
-
-    def _resolve(self, start: Position | None) -> Position:
-        """A readable position with its line index: at or after the cursor, never before."""
-        cursor = self._cursor
-        if start is None or start <= cursor:
-            pos = cursor
-        else:
-            head = self.head
-            if start > head:
-                raise ValueError(f"cannot read from {start}: beyond the head of the spool {head}")
-            seg = self._segments[self._find(start.segment)]
-            if seg.id != start.segment:
-                pos = Position(seg.id, FILE_HEADER_SIZE, 0)
-            elif start.offset >= seg.data_end:
-                pos = Position(seg.id, seg.data_end, seg.lines)
-            elif start.index >= 0:
-                pos = start
-            else:
-                pos = Position(seg.id, start.offset, self._index_of(seg, start.offset))
-        # Past the end of a closed segment means the start of the next one.
-        i = self._find(pos.segment)
-        while pos.offset >= self._segments[i].data_end and i + 1 < len(self._segments):
-            i += 1
-            pos = Position(self._segments[i].id, FILE_HEADER_SIZE, 0)
-        return pos
-
-    def _has_data_after(self, after: Position) -> bool:
-        pos = self._cursor if after <= self._cursor else after
-        i = self._find(pos.segment)
-        if i < 0:
-            return False  # beyond the head
-        seg = self._segments[i]
-        if seg.id == pos.segment and pos.offset >= seg.data_end:
-            i += 1
-        return any(seg.lines for seg in self._segments[i:])
-
-    def _find(self, segment: int) -> int:
-        """Index in self._segments of the segment holding ``segment`` (the next one if it is
-        gone; -1 if beyond the last)."""
-        i = bisect.bisect_left(self._segments, segment, key=lambda s: s.id)
-        return i if i < len(self._segments) else -1
-
-    def _index_of(self, seg: _Segment, offset: int) -> int:
+    def _index_of(self, seg: Segment, offset: int) -> int:
         """Line index at ``offset`` in ``seg``; ValueError unless it is a frame boundary."""
         if offset <= FILE_HEADER_SIZE:
             return 0
-        cursor = self._cursor
+        cursor = self._table.cursor
         start, count = FILE_HEADER_SIZE, 0
         if cursor.segment == seg.id and cursor.offset <= offset:
             start, count = cursor.offset, cursor.index
-        end, count, _ = _scan(self._reader(seg.id), start, count, offset)
+        end, count, _ = scan(self._reader.fd(seg.id), start, count, offset)
         if end != offset:
             raise ValueError(f"{seg.id}:{offset} is not a frame boundary in the spool")
         return count
 
-    def _reader(self, segment: int) -> int:
-        if self._rfd_segment != segment:
-            self._close_reader()
-            self._rfd = os.open(self._path(segment), os.O_RDONLY | os.O_CLOEXEC)
-            self._rfd_segment = segment
-        return self._rfd
+    def _salvage(self, seg: Segment, at: int, lines_before: int) -> None:
+        """A frame at ``at`` failed its checks while being read: keep every intact frame after
+        it, skip (and count) only the damage.
 
-    def _close_reader(self) -> None:
-        if self._rfd >= 0:
-            os.close(self._rfd)
-        self._rfd, self._rfd_segment = -1, -1
-
-    def _cut(self, seg: _Segment, at: int, lines_kept: int) -> None:
-        """A frame at ``at`` failed its checks while being read: cut the segment there."""
-        lost = seg.lines - lines_kept
-        cut_bytes = seg.size - at
-        self._corrupt_frames += 1
-        self._lost_corrupt += lost
-        self._truncated_bytes += cut_bytes
+        The frames that follow the damage are found by their own checks (files.find_frame)
+        and moved down over it, so the segment holds only whole frames again and every
+        position before ``at`` stays valid. The seal goes first: a crash during the move
+        leaves an unsealed segment, which the next open reads and cuts at the first damage.
+        Nothing corrupt is ever sent: only frames that pass their checks are kept.
+        """
+        path = self._path(seg.id)
+        was_sealed = seg.sealed
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            cut_segment(fd, seg.data_end)  # the seal, if any
+            runs = salvage(fd, at, seg.data_end)
+            end = compact(fd, runs, at)
+            kept = lines_before + sum(count for _, _, count in runs)
+            skipped_bytes = seg.data_end - end
+            lost = self._table.cut(seg, end, kept)
+            if seg is self._table.segments[-1]:
+                cut_segment(fd, end)  # appends (O_APPEND) go on at the new end
+            else:
+                seal_segment(fd, seg.id, kept, end)
+                self._table.sealed(seg)
+        finally:
+            os.close(fd)
+        self._counts.corrupt_frames += 1
+        self._counts.lines_lost_corrupt += lost
+        self._counts.truncated_bytes += skipped_bytes
         logger.error(
-            "corrupt frame in spool segment; segment cut there",
+            "corrupt data in spool segment: %d lines skipped, the %d intact lines after it kept",
+            lost,
+            kept - lines_before,
             extra={
                 "event": "spool_corrupt_frame",
-                "path": str(self._path(seg.id)),
+                "path": str(path),
                 "offset": at,
                 "lines_lost": lost,
-                "bytes": cut_bytes,
+                "bytes": skipped_bytes,
+                "sealed": was_sealed,
             },
         )
-        self._recent.clear()  # positions after the cut no longer exist
-        self._total_lines -= lost
-        self._data_bytes -= seg.data_end - at
-        self._disk_bytes -= cut_bytes
-        seg.data_end, seg.lines = at, lines_kept
-        if seg is self._segments[-1]:
-            seg.sealed = False
-            os.ftruncate(self._wfd, at)
-            # Go on in a fresh segment so that positions handed out before the cut can never
-            # point into lines written after it.
-            self._rotate()
-        else:
-            fd = os.open(self._path(seg.id), os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                os.ftruncate(fd, at)
-                os.pwrite(fd, codec.encode_seal(seg.id, lines_kept), at)
-            finally:
-                os.close(fd)
-            seg.sealed = True
-            self._disk_bytes += SEAL_SIZE
+        self._recent.clear()  # offsets after ``at`` moved
         self._normalize_cursor()
 
     # ----------------------------------------------------------------------------- segments
 
     def _path(self, segment: int) -> Path:
-        return self._dir / _segment_name(segment)
+        return self._files.path(segment)
 
-    def _add_segment(self, seg: _Segment) -> None:
-        self._segments.append(seg)
-        self._total_lines += seg.lines
-        self._data_bytes += seg.data_end - FILE_HEADER_SIZE
-        self._disk_bytes += seg.size
-
-    def _delete_oldest(self) -> None:
-        seg = self._segments.pop(0)
+    def _forget(self, seg: Segment) -> None:
+        """``seg`` left the table (delivered or dropped): delete its file."""
         self._recent.discard_before(seg.id, seg.data_end)
-        self._total_lines -= seg.lines
-        self._data_bytes -= seg.data_end - FILE_HEADER_SIZE
-        self._disk_bytes -= seg.size
-        if self._rfd_segment == seg.id:
-            self._close_reader()
+        self._reader.forget(seg.id)
         try:
-            os.unlink(self._path(seg.id))
-        except FileNotFoundError:
-            pass
+            self._files.delete(seg.id)
         except OSError as exc:
             raise SpoolError(f"cannot delete spool segment {self._path(seg.id)}: {exc}") from exc
-        with self._lock:
-            self._dir_dirty = True
 
     def _normalize_cursor(self) -> None:
         """Keep the cursor in the oldest segment, deleting closed segments it has passed."""
-        while len(self._segments) > 1 and self._cursor.offset >= self._segments[0].data_end:
-            self._delete_oldest()
-            self._cursor = Position(self._segments[0].id, FILE_HEADER_SIZE, 0)
-        first = self._segments[0]
-        if self._cursor.segment != first.id:
-            self._cursor = Position(first.id, FILE_HEADER_SIZE, 0)
+        for seg in self._table.normalize_cursor():
+            self._forget(seg)
 
     # ----------------------------------------------------------------------------- durability
 
@@ -952,7 +652,7 @@ class Spool:
         stay in memory; the service calls this every second so that a relay that went idle
         does not resend its whole last burst after a crash.
         """
-        if self._wfd >= 0:
+        if not self._closed:
             self._write_cursor(durable=False, now=self._clock(), wait=False)
 
     def sync(self) -> None:
@@ -964,60 +664,20 @@ class Spool:
             self._sync_locked(force_cursor=False)
 
     def _sync_locked(self, *, force_cursor: bool) -> None:
-        with self._lock:
-            if self._wfd < 0:
-                return
-            dirty, self._dirty = self._dirty, []
-            active = os.dup(self._wfd)  # rotation may close self._wfd meanwhile
         try:
-            for fd in (*dirty, active):
-                os.fdatasync(fd)
+            if not self._files.sync_data():
+                return  # closed
         except OSError as exc:
             raise SpoolError(f"cannot fsync the spool in {self._dir}: {exc}") from exc
-        finally:
-            for fd in (*dirty, active):
-                os.close(fd)
         now = self._clock()
-        if force_cursor or now - self._cursor_durable_at >= CURSOR_INTERVAL:
+        if force_cursor or now - self._cursor_file.durable_at >= CURSOR_INTERVAL:
             self._write_cursor(durable=True, now=now, wait=True)
-        with self._lock:
-            dir_dirty, self._dir_dirty = self._dir_dirty, False
-        if dir_dirty:
-            os.fsync(self._dir_fd)
-        self._syncs += 1
+        self._files.sync_directory()
+        self._counts.syncs += 1
 
     def _write_cursor(self, *, durable: bool, now: float, wait: bool) -> None:
-        # The trio thread does not wait for a sync thread that is writing the cursor: it will
-        # write it again within CURSOR_INTERVAL.
-        if not self._cursor_lock.acquire(blocking=wait):
-            return
-        try:
-            cursor = self._cursor
-            done = self._cursor_durable if durable else self._cursor_written
-            if done == cursor and (done is None or done.index == cursor.index):
-                return
-            tmp = self._dir / "cursor.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            try:
-                _write_all(fd, codec.encode_cursor(cursor.segment, cursor.offset, cursor.index))
-                if durable:
-                    os.fdatasync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self._dir / "cursor")
-            self._cursor_written, self._cursor_written_at = cursor, now
-            if durable:
-                self._cursor_durable, self._cursor_durable_at = cursor, now
-            with self._lock:
-                self._dir_dirty = True
-        except OSError as exc:
-            # A stale cursor means resending, not losing: log and carry on.
-            logger.warning(
-                "cannot write the spool cursor",
-                extra={"event": "spool_cursor_write_failed", "error": str(exc)},
-            )
-        finally:
-            self._cursor_lock.release()
+        if self._cursor_file.write(self._table.cursor, durable=durable, now=now, wait=wait):
+            self._files.directory_changed()
 
     # ----------------------------------------------------------------------------- closing
 
@@ -1026,12 +686,11 @@ class Spool:
         if self._closed:
             return
         with self._sync_lock:
-            active = self._segments[-1]
+            active = self._table.segments[-1]
             if active.lines:
                 try:
-                    _write_all(self._wfd, codec.encode_seal(active.id, active.lines))
-                    active.sealed = True
-                    self._disk_bytes += SEAL_SIZE
+                    self._files.seal_active(active)
+                    self._table.sealed(active)
                 except OSError as exc:
                     logger.warning(
                         "cannot seal spool segment",
@@ -1045,10 +704,7 @@ class Spool:
                 self._sync_locked(force_cursor=True)
             finally:
                 if not active.lines:
-                    # An empty segment is noise; the cursor file still says where we are.
-                    with contextlib.suppress(OSError):
-                        os.unlink(self._path(active.id))
-                        os.fsync(self._dir_fd)
+                    self._files.discard_empty_active(active.id)
                 self._closed = True
                 self._close_fds()
                 self._recent.clear()
@@ -1057,7 +713,7 @@ class Spool:
             self._readable = None
         logger.info(
             "spool closed",
-            extra={"event": "spool_closed", "pending_lines": self._pending_lines()},
+            extra={"event": "spool_closed", "pending_lines": self._table.pending_lines},
         )
 
     def __enter__(self) -> Self:
@@ -1073,18 +729,26 @@ class Spool:
 
     def _close_fds(self) -> None:
         self._closed = True
-        self._close_reader()
-        with self._lock:
-            fds = [*self._dirty, self._wfd, self._dir_fd, self._lock_fd]
-            self._dirty, self._wfd, self._dir_fd, self._lock_fd = [], -1, -1, -1
-        for fd in fds:
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+        self._reader.close()
+        self._cursor_file.close()
+        self._files.close()
+        lock_fd, self._lock_fd = self._lock_fd, -1
+        if lock_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(lock_fd)
 
     def _check_open(self) -> None:
         if self._closed:
             raise SpoolError(f"the spool in {self._dir} is closed")
+
+
+class _DiskFull(Exception):  # internal signal, never leaves the spool
+    """The file system refused a write (ENOSPC, quota); ``written`` lines went in first."""
+
+    def __init__(self, *, written: int, error: OSError) -> None:
+        super().__init__(error.strerror)
+        self.written = written
+        self.error = error
 
 
 _MIN_SEGMENT = FILE_HEADER_SIZE + SEAL_SIZE + 64
@@ -1092,56 +756,3 @@ _MIN_SEGMENT = FILE_HEADER_SIZE + SEAL_SIZE + 64
 # more segment, which a restart creates (it never appends to a segment it did not create).
 _RESERVE = SEAL_SIZE + FILE_HEADER_SIZE + SEAL_SIZE
 _MIN_MAX_BYTES = 4 * _MIN_SEGMENT
-
-
-def _scan(fd: int, start: int, count: int, stop: int) -> tuple[int, int, Stop]:
-    """Count the intact frames in [start, stop) of a file, reading it in chunks.
-
-    Returns (end, count, why): ``end`` is the boundary after the last intact frame. A frame
-    running past ``stop`` ends the scan with PARTIAL.
-    """
-    pos = start
-    while pos < stop:
-        chunk = os.pread(fd, min(stop - pos, _SCAN_CHUNK), pos)
-        decoded = codec.decode_frames(chunk, keep_lines=False)
-        count += decoded.count
-        pos += decoded.end
-        if decoded.stop is Stop.PARTIAL and pos + decoded.need <= stop:
-            if decoded.count == 0:
-                # A frame larger than the chunk: decode just that frame.
-                chunk = os.pread(fd, decoded.need, pos)
-                one = codec.decode_frames(chunk, keep_lines=False)
-                if one.count == 0:
-                    return pos, count, one.stop
-                count += 1
-                pos += one.end
-            continue
-        if decoded.stop is not Stop.END:
-            return pos, count, decoded.stop
-        if not chunk:
-            break
-    return pos, count, Stop.END
-
-
-def _lock_directory(directory: Path) -> int:
-    """Create the directory if needed and take its lock; SpoolError names what is wrong."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise SpoolError(
-            f"cannot use spool directory {directory}: {exc.strerror or exc}; "
-            "create it writable for the relay's user or set spool.directory"
-        ) from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as exc:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-        os.close(fd)
-        raise SpoolError(
-            f"spool directory {directory} is in use by another relay process (pid {holder}); "
-            "give each relay its own spool directory"
-        ) from exc
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd

@@ -381,7 +381,9 @@ def flip_byte(path: Path, offset: int) -> None:
         f.write(bytes([byte ^ 0x10]))
 
 
-def test_bit_flip_in_a_sealed_segment_is_never_sent(tmp_path: Path) -> None:
+def test_bit_flip_in_a_sealed_segment_is_never_sent_and_costs_only_its_line(
+    tmp_path: Path,
+) -> None:
     lines = make_lines(60)  # 68-byte frames, 14 per 1 KiB segment
     with open_spool(tmp_path, segment_bytes=1024) as spool:
         spool.append(lines)
@@ -392,10 +394,11 @@ def test_bit_flip_in_a_sealed_segment_is_never_sent(tmp_path: Path) -> None:
     with open_spool(tmp_path, segment_bytes=1024) as spool:
         assert spool.statistics().pending_lines == 60  # the seal is trusted until read
         got = drain(spool)
-        assert got == lines[:3] + lines[per_segment:]
+        assert got == lines[:3] + lines[4:]  # the scan resynchronised on the 5th frame
         stats = spool.statistics()
+        assert per_segment > 5
         assert stats.corrupt_frames == 1
-        assert stats.lines_lost_corrupt == per_segment - 3
+        assert stats.lines_lost_corrupt == 1
         assert stats.lines_committed == len(got)
         assert stats.pending_lines == 0
     with open_spool(tmp_path) as spool:
@@ -412,12 +415,40 @@ def test_bit_flip_in_the_active_segment_while_running(tmp_path: Path) -> None:
         flip_byte(active, FILE_HEADER_SIZE + 5 * 68 + 2)  # the 6th line's length
         assert spool.read().lines == lines[:5]
         stats = spool.statistics()
-        assert (stats.corrupt_frames, stats.lines_lost_corrupt, stats.pending_lines) == (1, 5, 5)
-        # Appending goes on, in a fresh segment.
+        assert (stats.corrupt_frames, stats.lines_lost_corrupt, stats.pending_lines) == (1, 1, 9)
+        # Appending goes on after the lines that were kept.
         more = make_lines(3, start=10)
         spool.append(more)
-        assert drain(spool) == lines[:5] + more
+        assert drain(spool) == lines[:5] + lines[6:] + more
         assert spool.statistics().pending_lines == 0
+
+
+@pytest.mark.parametrize(
+    ("flips", "lost"),
+    [
+        ([3 * 68 + 2], [3]),  # the 4th line's length: found again by searching
+        ([3 * 68 + 1], [3]),
+        ([2 * 68 + 30, 7 * 68 + 2], [2, 7]),  # two damages, each costs only its line
+        ([2 * 68 + 2, 2 * 68 + 70], [2, 3]),  # two neighbouring frames
+    ],
+)
+def test_a_damaged_length_in_a_sealed_segment_is_skipped_by_resynchronising(
+    tmp_path: Path, flips: list[int], lost: list[int]
+) -> None:
+    lines = make_lines(40)
+    with open_spool(tmp_path, segment_bytes=4096) as spool:
+        spool.append(lines)
+    first = segment_files(tmp_path)[0]
+    for flip in flips:
+        flip_byte(first, FILE_HEADER_SIZE + flip)
+    with open_spool(tmp_path, segment_bytes=4096) as spool:
+        got = drain(spool)
+        assert got == [line for i, line in enumerate(lines) if i not in lost]
+        stats = spool.statistics()
+        assert stats.lines_lost_corrupt == len(lost)
+        assert stats.pending_lines == 0
+    with open_spool(tmp_path) as spool:  # what is left on disk is whole again
+        assert (spool.statistics().corrupt_frames, spool.statistics().pending_lines) == (0, 0)
 
 
 def test_recent_appends_are_read_from_memory_and_the_disk_still_counts(tmp_path: Path) -> None:
@@ -690,8 +721,8 @@ def test_no_space_left_is_counted_not_fatal(tmp_path: Path) -> None:
         cwd=Path(__file__).resolve().parents[2],
     )
     accepted, no_space, pending = map(int, result.stdout.split())
-    # A write that fails refuses its whole call: three calls of 5 x 108 bytes fit in 2000.
-    assert accepted == 15
+    # As many lines as fit are kept, not whole calls: 16 + 18 x 108 bytes fit in 2000.
+    assert accepted == 18
     assert no_space == 100 - accepted
     assert pending == accepted
     with open_spool(tmp_path) as spool:

@@ -14,7 +14,7 @@ from relay.addresses import exporter_address
 from relay.allow import AllowList
 from relay.errors import DecodeError
 from relay.flows import SUPPORTED_VERSIONS
-from relay.logs import RateLimiter
+from relay.logs import RateLimitedLog, RateLimiter
 from relay.metrics import RelayMetrics
 from relay.render import Renderer
 from relay.sequence import SequenceTracker
@@ -41,7 +41,7 @@ class Ingest:
         self._metrics = metrics
         self._clock = clock
         self.sequences = sequences or SequenceTracker()
-        self._limiter = limiter or RateLimiter()
+        self._log_limited = RateLimitedLog(log, clock=clock, limiter=limiter)
         self._exporters: dict[str, str] = {}
 
     def process(self, data: bytes, source: str) -> list[bytes]:
@@ -101,12 +101,8 @@ class Ingest:
             self._metrics.flows_lost.inc(lost)
 
     def _log(self, event: str, exporter: str, message: str, *, reason: str = "") -> None:
-        allowed, skipped = self._limiter.allow((event, exporter, reason), self._clock())
-        if allowed:
-            extra: dict[str, object] = {"event": event, "exporter": exporter}
-            if reason:
-                extra["reason"] = reason
-            if skipped:
-                # Repeats are muted per interval; say how many were.
-                extra["skipped"] = skipped
-            log.warning(message, extra=extra)
+        key = (event, exporter, reason)
+        if reason:
+            self._log_limited.emit(key, message, event=event, exporter=exporter, reason=reason)
+        else:
+            self._log_limited.emit(key, message, event=event, exporter=exporter)

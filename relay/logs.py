@@ -102,10 +102,11 @@ class RateLimitedLog:
         clock: Callable[[], float] = time.monotonic,
         interval: float = 10.0,
         burst: int = 5,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self._logger = logger
         self._clock = clock
-        self._limiter = RateLimiter(interval=interval, burst=burst)
+        self._limiter = limiter or RateLimiter(interval=interval, burst=burst)
 
     def emit(
         self,

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from relay.flows.template import VARIABLE_LENGTH, FieldSpec, Template, TemplateScope
+from relay.flows.template_store import decode_templates, encode_templates
 from relay.flows.templates import (
     Refusal,
     StoredTemplate,
@@ -318,7 +319,7 @@ SHAPES = [(4,), (4, 4), (4, 4, 2, 1), (VARIABLE_LENGTH, 2)]
 
 
 class CacheMachine(RuleBasedStateMachine):
-    """The cache against a plain dict model."""
+    """The cache against a plain dict model, persisted and restored along the way."""
 
     LIMITS: ClassVar[dict[str, float]] = {
         "max_templates_per_exporter": 3,
@@ -400,6 +401,17 @@ class CacheMachine(RuleBasedStateMachine):
         else:
             assert known is not None
             assert (known.template, known.restored) == (found[0], found[2])
+
+    @rule()
+    def restart(self) -> None:
+        """Save, restart, restore: every template comes back, marked restored."""
+        data, omitted = encode_templates(self.cache.snapshot())
+        assert omitted == 0
+        loaded = decode_templates(data)
+        assert loaded.status == "ok"
+        self.cache = TemplateCache(**self.LIMITS)  # type: ignore[arg-type]
+        assert self.cache.restore(loaded.templates, self.now) == len(self.model)
+        self.model = {k: (t, at, True) for k, (t, at, _) in self.model.items()}
 
     @invariant()
     def matches_the_model(self) -> None:

@@ -275,3 +275,26 @@ def test_a_failed_save_leaves_the_previous_file_whole_and_no_temp_file(
         save_templates(path, sample()[:1])
     assert sorted(os.listdir(tmp_path)) == [FILE_NAME]
     assert load_templates(path).templates == sample()
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=300), st.booleans())
+def test_any_bytes_decode_to_a_status_never_an_exception(data: bytes, ours: bool) -> None:
+    loaded = decode_templates(MAGIC + data if ours else data)
+    assert loaded.status in set(Status)
+    assert (loaded.status is Status.OK) is (loaded.detail == "")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(stored_templates, min_size=1, max_size=4), st.data())
+def test_any_damage_to_a_real_file_loads_only_templates_that_were_saved(
+    items: list[StoredTemplate], data: st.DataObject
+) -> None:
+    encoded, _ = encode_templates(items)
+    at = data.draw(st.integers(0, len(encoded) - 1))
+    junk = data.draw(st.binary(min_size=1, max_size=16))
+    damaged = encoded[:at] + junk + encoded[at + len(junk) :]
+    loaded = decode_templates(damaged)
+    assert all(t in items for t in loaded.templates)
+    if damaged != encoded:
+        assert loaded.status is not Status.OK

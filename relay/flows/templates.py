@@ -11,7 +11,9 @@ every template for ever and without a bound; here the bounds are the point:
   limit). So the cache is bounded per exporter address (count and bytes) and in total, and a
   template beyond a bound is refused and counted, never stored. Refusing the newcomer, rather
   than evicting an older one, keeps a flood from pushing out the templates live exporters
-  depend on; the flood's own entries go when they are not refreshed for ``max_age``.
+  depend on; the flood's own entries go when they are not refreshed for ``max_age``. The
+  price: a flood from many forged addresses that fills the total keeps new exporters out
+  until its entries expire; the refusals count (``total_templates``) shows it.
 - A template's size is its wire size (4 bytes of record header, 2 more for an options
   template, 4 per field, 4 more per enterprise field): a deterministic count that grows with
   what it costs in memory and in the persisted file.
@@ -24,9 +26,10 @@ every template for ever and without a bound; here the bounds are the point:
   mismatch and the restored template is dropped, and the data waits for the real one), the
   first template the exporter sends replaces it, and records decoded with one are counted
   apart (:meth:`TemplateCache.count_restored_records`).
-- Withdrawals over UDP are ignored and counted (RFC 7011 §8.4: over UDP a template is only
-  ever replaced or timed out), and a template with no fields never becomes a Template, so the
-  decoder reports it with refuse() and it is counted.
+- Withdrawals over UDP (an IPFIX template record with a field count of 0, RFC 7011 §8.1)
+  are ignored and counted (§8.4: over UDP a template is only replaced or timed out). A v9
+  template with no fields never becomes a Template: the decoder reports it with refuse() and
+  it is counted.
 
 ``now`` is seconds on one clock for the process's whole life and across restarts (the
 persisted file carries these times): use wall-clock time. It must not go backwards; a

@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
-import math
 import os
 import random
 import socket
@@ -44,11 +43,13 @@ from typing import Final, NamedTuple
 
 import trio
 
-from relay.addresses import format_hostport, parse_hostport
 from relay.backoff import RetryState, after_failure, after_success, back_to_primary, reconnect_delay
-from relay.errors import ConfigError, EndpointError
-from relay.framing import FRAMINGS, Framing, frame_lines, record_cuts
+from relay.errors import EndpointError
+from relay.forward.config import Endpoint, ForwarderConfig
+from relay.framing import frame_lines, record_cuts
 from relay.spool import Position, Spool
+
+__all__ = ["Endpoint", "Forwarder", "ForwarderConfig", "ForwarderStats", "describe_tls_failure"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,118 +98,6 @@ _NO_COMMON_PROTOCOL: Final = frozenset(
 
 # --------------------------------------------------------------------------------------------
 # Values
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Endpoint:
-    """One platform address. ``server_name`` overrides the name sent as SNI and checked
-    against the certificate (default: ``host``)."""
-
-    host: str
-    port: int
-    server_name: str | None = None
-
-    def __post_init__(self) -> None:
-        if not self.host or self.host != self.host.strip():
-            raise ConfigError(f"endpoint host {self.host!r} is empty or has spaces", key="endpoint")
-        if not 0 < self.port < 65536:
-            raise ConfigError(
-                f"endpoint port {self.port} is out of range; use 1-65535", key="endpoint"
-            )
-        if self.server_name is not None and not self.server_name:
-            raise ConfigError(
-                "server name is empty; leave it unset to use the host", key="endpoint"
-            )
-
-    def __str__(self) -> str:
-        return format_hostport(self.host, self.port)
-
-    @property
-    def tls_name(self) -> str:
-        """The name sent as SNI and checked against the server's certificate."""
-        return self.server_name or self.host
-
-    @classmethod
-    def parse(cls, text: str, *, server_name: str | None = None) -> Endpoint:
-        """``host:port`` or ``[v6-address]:port``."""
-        parsed = parse_hostport(text, key="endpoint")
-        return cls(host=parsed.host, port=parsed.port, server_name=server_name)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ForwarderConfig:
-    """How to reach the platform. ``ssl_context=None`` means plain TCP (explicit choice only;
-    warned about at start). Times are seconds."""
-
-    endpoints: tuple[Endpoint, ...]
-    ssl_context: ssl.SSLContext | None
-    framing: Framing = "newline"
-    # Bytes of spool data per write; large writes are what makes Python TLS fast.
-    batch_bytes: int = 256 << 10
-    # While behind, writes grow up to this many times batch_bytes (see Forwarder._send_loop).
-    catch_up_factor: int = 4
-    backoff_initial: float = 0.5
-    backoff_max: float = 30.0
-    # Consecutive failures on one endpoint before trying the next one.
-    failover_after: int = 3
-    # Covers TCP connect plus TLS handshake.
-    connect_timeout: float = 10.0
-    # While on a fallback endpoint, how often to try the first one again.
-    primary_retry_interval: float = 300.0
-    # Budget of a clean close: wait for acknowledgements, close_notify, the peer's EOF.
-    drain_timeout: float = 5.0
-    # Data outstanding and not one byte acknowledged for this long: the link is dead.
-    stall_timeout: float = 60.0
-    # How often the kernel is asked what has been acknowledged while data is outstanding.
-    ack_poll_interval: float = 0.01
-    # TLS 1.3 servers reject a client certificate only after the client's handshake is done.
-    # Nothing is committed on a new connection until the server's verdict is in: a session
-    # ticket, or this long without an alert. (Sending waits for the verdict only about as long
-    # as the handshake took, so a rejected certificate usually sends nothing at all.)
-    confirm_timeout: float = 1.0
-    # Identical connection failure lines are logged at most once per this interval.
-    log_interval: float = 60.0
-
-    def __post_init__(self) -> None:
-        if not self.endpoints:
-            raise ConfigError("no endpoint configured; set at least one --endpoint HOST:PORT")
-        if self.framing not in FRAMINGS:
-            raise ConfigError(
-                f"framing {self.framing!r} is unknown; use newline or octet-counting",
-                key="framing",
-            )
-        if self.batch_bytes < 4096:
-            raise ConfigError(f"batch_bytes {self.batch_bytes} is below 4096", key="batch_bytes")
-        if self.catch_up_factor < 1:
-            raise ConfigError("catch_up_factor must be at least 1", key="catch_up_factor")
-        if self.failover_after < 1:
-            raise ConfigError("failover_after must be at least 1", key="failover_after")
-        if not 0 < self.backoff_initial <= self.backoff_max:
-            raise ConfigError(
-                f"backoff bounds {self.backoff_initial}..{self.backoff_max} are not "
-                f"0 < initial <= max",
-                key="backoff",
-            )
-        for name in (
-            "connect_timeout",
-            "primary_retry_interval",
-            "drain_timeout",
-            "stall_timeout",
-            "ack_poll_interval",
-            "confirm_timeout",
-            "log_interval",
-        ):
-            value = getattr(self, name)
-            if not (value > 0 and math.isfinite(value)):
-                raise ConfigError(f"{name} must be a positive number, got {value}", key=name)
-        context = self.ssl_context
-        if context is not None and context.minimum_version in (
-            ssl.TLSVersion.MINIMUM_SUPPORTED,
-            ssl.TLSVersion.SSLv3,
-            ssl.TLSVersion.TLSv1,
-            ssl.TLSVersion.TLSv1_1,
-        ):
-            raise ConfigError("the TLS context allows versions below TLS 1.2; the relay refuses")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
-import os
 import random
 import socket
 import ssl
@@ -46,6 +45,7 @@ import trio
 from relay.backoff import RetryState, after_failure, after_success, back_to_primary, reconnect_delay
 from relay.errors import EndpointError
 from relay.forward.config import Endpoint, ForwarderConfig
+from relay.forward.diagnosis import describe_tls_failure, os_cause
 from relay.framing import frame_lines, record_cuts
 from relay.spool import Position, Spool
 
@@ -62,39 +62,6 @@ _BATCHES_BEFORE_VERDICT: Final = 4
 _SIOCOUTQ: Final = getattr(termios, "TIOCOUTQ", 0x5411)
 # tcp_info.tcpi_state after a reset (or a full close): TCP_CLOSE in linux/tcp_states.h.
 _TCP_CLOSE: Final = 7
-
-# OpenSSL X509_V_ERR_* codes worth a specific hint.
-_UNTRUSTED_CODES: Final = frozenset({2, 18, 19, 20, 21})  # issuer unknown / self-signed
-_EXPIRED: Final = 10
-_NOT_YET_VALID: Final = 9
-_NAME_MISMATCH_CODES: Final = frozenset({62, 64})  # host name / IP address mismatch
-# Alerts a server sends when it does not like our client certificate.
-_REJECTED_CLIENT_CERT: Final = frozenset(
-    {
-        "TLSV1_ALERT_UNKNOWN_CA",
-        "SSLV3_ALERT_BAD_CERTIFICATE",
-        "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
-        "SSLV3_ALERT_CERTIFICATE_EXPIRED",
-        "SSLV3_ALERT_CERTIFICATE_REVOKED",
-        "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
-        "TLSV1_ALERT_ACCESS_DENIED",
-        "TLSV1_ALERT_DECRYPT_ERROR",
-    }
-)
-_NOT_TLS: Final = frozenset(
-    {"WRONG_VERSION_NUMBER", "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE", "HTTP_REQUEST"}
-)
-_NO_COMMON_PROTOCOL: Final = frozenset(
-    {
-        "SSLV3_ALERT_HANDSHAKE_FAILURE",
-        "TLSV1_ALERT_PROTOCOL_VERSION",
-        "UNSUPPORTED_PROTOCOL",
-        "NO_PROTOCOLS_AVAILABLE",
-        "NO_SHARED_CIPHER",
-        "TLSV1_ALERT_INSUFFICIENT_SECURITY",
-    }
-)
-
 
 # --------------------------------------------------------------------------------------------
 # Values
@@ -122,67 +89,6 @@ class ForwarderStats:
 
 # --------------------------------------------------------------------------------------------
 # Pure helpers
-
-
-def describe_tls_failure(exc: ssl.SSLError, endpoint: Endpoint) -> str:
-    """One sentence naming the endpoint, the cause, and what to check."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        code = exc.verify_code
-        detail = f"certificate verify failed: {exc.verify_message}"
-        if code in _UNTRUSTED_CODES:
-            hint = "check --ca (the CA bundle that signed the platform's certificate)"
-        elif code == _EXPIRED:
-            hint = (
-                "the server's certificate has expired; the platform must renew it "
-                "(or this machine's clock is wrong)"
-            )
-        elif code == _NOT_YET_VALID:
-            hint = "the server's certificate is not valid yet; check this machine's clock"
-        elif code in _NAME_MISMATCH_CODES:
-            hint = (
-                f"the certificate is not issued for {endpoint.tls_name!r}; "
-                f"check the endpoint host or --server-name"
-            )
-        else:
-            hint = "check --ca and the platform's certificate"
-        return f"TLS handshake with {endpoint} failed: {detail} — {hint}"
-    reason = exc.reason or ""
-    alert = reason.lower().replace("_", " ") if reason else str(exc)
-    if reason.endswith("CERTIFICATE_REQUIRED"):
-        detail = f"the server requires a client certificate ({alert})"
-        hint = "set --cert and --key to the certificate the platform issued"
-    elif reason in _REJECTED_CLIENT_CERT:
-        detail = f"the server rejected our client certificate ({alert})"
-        hint = "check --cert and --key against what the platform issued"
-    elif reason in _NOT_TLS:
-        detail = f"the endpoint does not speak TLS ({alert})"
-        hint = "check the port (is it a plain TCP syslog port?)"
-    elif reason in _NO_COMMON_PROTOCOL:
-        detail = f"no common TLS version or cipher ({alert})"
-        hint = "the relay requires TLS 1.2 or later; check the server's TLS settings"
-    else:
-        detail = alert
-        hint = "check --ca, --cert and --key"
-    return f"TLS handshake with {endpoint} failed: {detail} — {hint}"
-
-
-def _os_cause(exc: BaseException) -> str:
-    """The most specific readable reason inside trio's wrappers and exception groups."""
-    seen = 0
-    current: BaseException | None = exc
-    while current is not None and seen < 8:
-        seen += 1
-        if isinstance(current, BaseExceptionGroup) and current.exceptions:
-            current = current.exceptions[0]
-            continue
-        if isinstance(current, OSError) and current.errno and current.errno > 0:
-            return os.strerror(current.errno).lower()
-        if isinstance(current, OSError) and current.strerror:
-            return current.strerror
-        if current.__cause__ is None:
-            break
-        current = current.__cause__
-    return str(exc) or type(exc).__name__
 
 
 class _Throttle:
@@ -260,7 +166,7 @@ class _Link:
                 name, f"cannot connect to {name}: no answer within {connect_timeout:g} s"
             ) from None
         except OSError as exc:
-            raise EndpointError(name, f"cannot connect to {name}: {_os_cause(exc)}") from exc
+            raise EndpointError(name, f"cannot connect to {name}: {os_cause(exc)}") from exc
         link = cls(endpoint, index, stream)
         try:
             if context is not None:
@@ -300,7 +206,7 @@ class _Link:
             await self._stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise EndpointError(
-                self._name, f"sending to {self._name} failed: {_os_cause(exc)}"
+                self._name, f"sending to {self._name} failed: {os_cause(exc)}"
             ) from exc
         self.written += len(data)
         self.torn = False
@@ -316,7 +222,7 @@ class _Link:
             data = await self._stream.receive_some(_RECEIVE_BYTES)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise EndpointError(
-                self._name, f"connection to {self._name} broke: {_os_cause(exc)}"
+                self._name, f"connection to {self._name} broke: {os_cause(exc)}"
             ) from exc
         if not data:
             self.eof = True
@@ -451,7 +357,7 @@ class _Link:
                 raise EndpointError(self._name, f"connection to {self._name} was reset")
             return self.written - _unacknowledged(self._fd)
         except OSError as exc:
-            raise EndpointError(self._name, f"cannot query the socket: {_os_cause(exc)}") from exc
+            raise EndpointError(self._name, f"cannot query the socket: {os_cause(exc)}") from exc
 
     async def close(self) -> None:
         """Close without provoking RST: close_notify, FIN, read until the peer's EOF, close.

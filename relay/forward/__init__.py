@@ -35,10 +35,9 @@ import socket
 import ssl
 import sys
 import termios
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from typing import Final
 
 import trio
 
@@ -46,6 +45,7 @@ from relay.backoff import RetryState, after_failure, after_success, back_to_prim
 from relay.errors import EndpointError
 from relay.forward.config import Endpoint, ForwarderConfig
 from relay.forward.diagnosis import describe_tls_failure, os_cause
+from relay.forward.ledger import Ledger
 from relay.framing import frame_lines, record_cuts
 from relay.spool import Position, Spool
 
@@ -397,15 +397,6 @@ _LINK_ERRORS: Final = (EndpointError, OSError, trio.BrokenResourceError, trio.Cl
 # The service
 
 
-class _Flight(NamedTuple):
-    """A batch written to the current connection and not yet acknowledged."""
-
-    raw_end: int  # link.written once the batch was handed to the kernel
-    end: Position  # spool position after the batch's last line
-    lines: int
-    wire_bytes: int
-
-
 class Forwarder:
     """Sends the spool's lines to the first reachable endpoint, at least once.
 
@@ -422,8 +413,7 @@ class Forwarder:
         self._rng = rng if rng is not None else random.Random()
         self._retry = RetryState()
         self._throttle = _Throttle(config.log_interval)
-        self._inflight: deque[_Flight] = deque()
-        self._sending_lines = 0
+        self._ledger: Ledger[Position] = Ledger(written=0, now=0.0)
         self._link: _Link | None = None
         self._next_link: _Link | None = None
         self._switching = False
@@ -431,8 +421,6 @@ class Forwarder:
         self._outstanding = trio.Event()
         self._committed = trio.Event()
         self._session_good = False
-        self._acked_raw = 0
-        self._acked_at = 0.0
         self._lines_forwarded = 0
         self._bytes_acked = 0
         self._lines_sent = 0
@@ -562,9 +550,7 @@ class Forwarder:
         self._link = link
         self._switching = False
         self._session_good = False
-        self._inflight.clear()
-        self._acked_raw = link.written
-        self._acked_at = trio.current_time()
+        self._ledger = Ledger(written=link.written, now=trio.current_time())
         started = trio.current_time()
         failures: list[EndpointError] = []
         async with trio.open_nursery() as nursery:
@@ -666,13 +652,16 @@ class Forwarder:
                 continue
             data = frame_lines(lines, framing)
             cuts = record_cuts(data, lines, framing) if tls else ()
-            self._sending_lines = len(lines)
+            self._ledger.sending(len(lines))
             await link.send(data, cuts)
-            self._sending_lines = 0
             self._lines_sent += len(lines)
-            if not self._inflight:
-                self._acked_at = trio.current_time()  # the stall clock starts now
-            self._inflight.append(_Flight(link.written, batch.end, len(lines), len(data)))
+            self._ledger.sent(
+                raw_end=link.written,
+                end=batch.end,
+                lines=len(lines),
+                wire_bytes=len(data),
+                now=trio.current_time(),
+            )
             self._outstanding.set()
             position = batch.end
             self._reap(link)
@@ -688,12 +677,12 @@ class Forwarder:
     async def _acknowledge_loop(self, link: _Link) -> None:
         config = self._config
         while True:
-            if not self._inflight:
+            if not self._ledger.outstanding:
                 self._outstanding = trio.Event()
                 await self._outstanding.wait()
             await trio.sleep(config.ack_poll_interval)
             self._reap(link)
-            if self._inflight and trio.current_time() - self._acked_at > config.stall_timeout:
+            if self._ledger.stalled(now=trio.current_time(), timeout=config.stall_timeout):
                 raise EndpointError(
                     str(link.endpoint),
                     f"{link.endpoint} acknowledged nothing for {config.stall_timeout:g} s",
@@ -701,25 +690,16 @@ class Forwarder:
 
     def _reap(self, link: _Link) -> None:
         """Commit every batch whose last byte the peer's TCP has acknowledged."""
-        inflight = self._inflight
-        if not inflight:
+        if not self._ledger.outstanding:
             return
-        acked = link.acknowledged()
-        if acked > self._acked_raw:
-            self._acked_raw = acked
-            self._acked_at = trio.current_time()
-        if inflight[0].raw_end > acked or not link.accepted():
+        commit = self._ledger.acknowledged(
+            link.acknowledged(), now=trio.current_time(), committable=link.accepted()
+        )
+        if commit is None:
             return
-        lines = wire = 0
-        end = inflight[0].end
-        while inflight and inflight[0].raw_end <= acked:
-            flight = inflight.popleft()
-            lines += flight.lines
-            wire += flight.wire_bytes
-            end = flight.end
-        self._spool.commit(end)
-        self._lines_forwarded += lines
-        self._bytes_acked += wire
+        self._spool.commit(commit.end)
+        self._lines_forwarded += commit.lines
+        self._bytes_acked += commit.wire_bytes
         self._session_good = True
         self._committed.set()
         self._committed = trio.Event()
@@ -739,14 +719,11 @@ class Forwarder:
     async def _settle(self, link: _Link) -> None:
         """Before a clean close: wait until everything written is acknowledged."""
         with contextlib.suppress(*_LINK_ERRORS):
-            while self._inflight:
+            while self._ledger.outstanding:
                 self._reap(link)
-                if self._inflight:
+                if self._ledger.outstanding:
                     await trio.sleep(self._config.ack_poll_interval)
 
     def _count_unacknowledged(self) -> None:
         """Lines that were sent and not acknowledged go again on the next connection."""
-        pending = sum(flight.lines for flight in self._inflight) + self._sending_lines
-        self._duplicates += pending
-        self._inflight.clear()
-        self._sending_lines = 0
+        self._duplicates += self._ledger.abandon()

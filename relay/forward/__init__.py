@@ -24,13 +24,12 @@ from __future__ import annotations
 
 from relay.forward.config import Endpoint, ForwarderConfig
 from relay.forward.diagnosis import describe_tls_failure
-from relay.forward.loop import Forwarder, ForwarderStats, _Throttle
+from relay.forward.loop import Forwarder, ForwarderStats
 
 __all__ = [
     "Endpoint",
     "Forwarder",
     "ForwarderConfig",
     "ForwarderStats",
-    "_Throttle",
     "describe_tls_failure",
 ]

@@ -23,6 +23,7 @@ from relay.forward.config import Endpoint, ForwarderConfig
 from relay.forward.ledger import Ledger
 from relay.forward.link import LINK_ERRORS, Connector, Link, tls_connector
 from relay.framing import frame_lines, record_cuts
+from relay.logs import RateLimitedLog
 from relay.spool import Position, Spool
 
 # Operators filter the forwarder's lines by this name; it stays that of the package.
@@ -54,31 +55,6 @@ class ForwarderStats:
     connected: bool
     endpoint: str | None
     last_error: str | None
-
-
-# --------------------------------------------------------------------------------------------
-# Pure helpers
-
-
-class _Throttle:
-    """Lets the first line of a kind through, then one per interval, counting the others."""
-
-    _MAX_KEYS: Final = 256
-
-    def __init__(self, interval: float) -> None:
-        self._interval = interval
-        self._seen: dict[str, tuple[float, int]] = {}
-
-    def admit(self, key: str, now: float) -> int | None:
-        """The number of suppressed lines since the last one if this one may be logged."""
-        last = self._seen.get(key)
-        if last is None or now - last[0] >= self._interval:
-            if len(self._seen) >= self._MAX_KEYS:
-                self._seen.clear()
-            self._seen[key] = (now, 0)
-            return 0 if last is None else last[1]
-        self._seen[key] = (last[0], last[1] + 1)
-        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -126,7 +102,10 @@ class Forwarder:
         self._open = connect if connect is not None else tls_connector(config)
         self._rng = rng if rng is not None else random.Random()
         self._retry = RetryState()
-        self._throttle = _Throttle(config.log_interval)
+        # Identical failure lines once per log_interval; the next one says how many were muted.
+        self._log = RateLimitedLog(
+            logger, clock=trio.current_time, interval=config.log_interval, burst=1
+        )
         self._session: _Session | None = None
         # A connection to the first endpoint, opened while on a fallback, to switch to.
         self._next_link: Link | None = None
@@ -241,12 +220,7 @@ class Forwarder:
 
     def _report(self, message: str, *, event: str, endpoint: Endpoint) -> None:
         self._last_error = message
-        suppressed = self._throttle.admit(message, trio.current_time())
-        if suppressed is None:
-            return
-        if suppressed:
-            message = f"{message} ({suppressed} more like this since the last report)"
-        logger.warning(message, extra={"event": event, "endpoint": str(endpoint)})
+        self._log.emit(message, message, event=event, endpoint=str(endpoint))
 
     async def _serve(self, link: Link) -> None:
         """Forward over ``link`` until it breaks or a switch to the first endpoint is due."""

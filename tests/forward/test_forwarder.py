@@ -30,7 +30,7 @@ from support.rsyslog import free_port
 
 from relay.certs import TlsFiles, client_context, issue_certificate, make_test_ca, server_context
 from relay.errors import ConfigError
-from relay.forward import Endpoint, Forwarder, ForwarderConfig, _Throttle
+from relay.forward import Endpoint, Forwarder, ForwarderConfig
 from relay.framing import TLS_RECORD_PAYLOAD, frame_lines, record_cuts
 from relay.spool import FsyncPolicy, Spool
 from relay.testing.sink import SyslogSink
@@ -163,16 +163,6 @@ def test_config_rejects_nonsense() -> None:
         old.minimum_version = ssl.TLSVersion.TLSv1_1
     with pytest.raises(ConfigError, match=r"TLS 1\.2"):
         ForwarderConfig(endpoints=one, ssl_context=old)
-
-
-def test_throttle_admits_first_then_one_per_interval() -> None:
-    throttle = _Throttle(10.0)
-    assert throttle.admit("a", 0.0) == 0
-    assert throttle.admit("a", 1.0) is None
-    assert throttle.admit("a", 2.0) is None
-    assert throttle.admit("b", 2.0) == 0
-    assert throttle.admit("a", 10.5) == 2
-    assert throttle.admit("a", 11.0) is None
 
 
 # --------------------------------------------------------------------------------------------

@@ -76,6 +76,8 @@ class Config:
     primary_retry_interval: float = 300.0
     batch_bytes: int = 256 << 10
     drain_timeout: float = 10.0
+    stall_timeout: float = 20.0
+    failover_after: int = 3
     metrics: HostPort | None = None
     log_format: str = "json"
     log_level: str = "info"
@@ -115,6 +117,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "primary_retry_interval": 300.0,
         "batch_size": "256KiB",
         "drain_timeout": 10.0,
+        "stall_timeout": 20.0,
+        "failover_after": 3,
     },
     "metrics": {"address": "127.0.0.1:9712"},
     "log": {"format": "json", "level": "info", "stats_interval": 60.0},
@@ -235,6 +239,8 @@ def load(
         ),
         batch_bytes=_size(fwd["batch_size"], "forward.batch_size", minimum=64 << 10),
         drain_timeout=_float(fwd["drain_timeout"], "forward.drain_timeout", 0, 3600),
+        stall_timeout=_float(fwd["stall_timeout"], "forward.stall_timeout", 2, 3600),
+        failover_after=_int(fwd["failover_after"], "forward.failover_after", 1, 100),
         metrics=metrics,
         log_format=_choice(
             flags.log_format or log["format"],

@@ -79,6 +79,8 @@ def forwarder_config(config: Config, context: ssl.SSLContext | None) -> Forwarde
         # The clean close (acknowledgements, close_notify, the peer's EOF) counts against the
         # same SIGTERM budget as the drain.
         drain_timeout=config.drain_timeout,
+        stall_timeout=config.stall_timeout,
+        failover_after=config.failover_after,
     )
 
 

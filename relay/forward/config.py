@@ -78,8 +78,10 @@ class ForwarderConfig:
     # Budget of a clean close: wait for acknowledgements, close_notify, the peer's EOF.
     # 0: close at once.
     drain_timeout: float = 5.0
-    # Data outstanding and not one byte acknowledged for this long: the link is dead.
-    stall_timeout: float = 60.0
+    # Data outstanding and not one byte acknowledged for this long: the link is dead, and the
+    # next endpoint is tried at once. Also the kernel's TCP_USER_TIMEOUT, and what keepalive
+    # is derived from, so that an idle dead link is noticed as soon (see link.py).
+    stall_timeout: float = 20.0
     # How often the kernel is asked what has been acknowledged while data is outstanding.
     ack_poll_interval: float = 0.01
     # TLS 1.3 servers reject a client certificate only after the client's handshake is done.

@@ -6,6 +6,7 @@ failure"); the sentence names the endpoint, the likely cause and the flag to che
 
 from __future__ import annotations
 
+import errno
 import os
 import ssl
 from typing import Final
@@ -104,3 +105,16 @@ def os_cause(exc: BaseException) -> str:
             break
         current = current.__cause__
     return str(exc) or type(exc).__name__
+
+
+def timed_out(exc: BaseException) -> bool:
+    """Whether the kernel gave up on the connection (TCP_USER_TIMEOUT or keepalive expired):
+    ETIMEDOUT somewhere in the chain of causes."""
+    current: BaseException | None = exc
+    for _ in range(8):
+        if current is None:
+            return False
+        if isinstance(current, OSError) and current.errno == errno.ETIMEDOUT:
+            return True
+        current = current.__cause__
+    return False

@@ -32,7 +32,7 @@ import trio
 
 from relay.errors import EndpointError
 from relay.forward.config import Endpoint, ForwarderConfig
-from relay.forward.diagnosis import describe_tls_failure, os_cause
+from relay.forward.diagnosis import describe_tls_failure, os_cause, timed_out
 
 _RECEIVE_BYTES: Final = 65536
 # SIOCOUTQ (linux/sockios.h) has the value of TIOCOUTQ: for a TCP socket, the bytes written
@@ -40,6 +40,27 @@ _RECEIVE_BYTES: Final = 65536
 _SIOCOUTQ: Final = getattr(termios, "TIOCOUTQ", 0x5411)
 # tcp_info.tcpi_state after a reset (or a full close): TCP_CLOSE in linux/tcp_states.h.
 _TCP_CLOSE: Final = 7
+
+
+def liveness_options(stall_timeout: float) -> tuple[tuple[int, int, int], ...]:
+    """Socket options that make the kernel give up on a dead peer within ``stall_timeout``.
+
+    A silently blackholed peer sends no RST and no FIN. With data outstanding,
+    TCP_USER_TIMEOUT ends the connection once nothing was acknowledged for that long (the
+    ledger's stall check does the same; whichever comes first). An idle link has nothing
+    outstanding, so keepalive probes it: the first probe after half the timeout, then every
+    quarter; with TCP_USER_TIMEOUT set, Linux aborts once no answer came for the user timeout
+    and at least one probe is unanswered, so an idle dead link ends within ``stall_timeout``.
+    """
+    idle = max(1, int(stall_timeout / 2))
+    interval = max(1, int(stall_timeout / 4))
+    return (
+        (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+        (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle),
+        (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval),
+        (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3),
+        (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, max(1000, int(stall_timeout * 1000))),
+    )
 
 
 class Link(Protocol):
@@ -50,6 +71,7 @@ class Link(Protocol):
     index: int  # position in the configured priority order
     written: int
     eof: bool  # the peer closed its sending side
+    dead: bool  # known dead (reset, timed out): a clean close would only wait
 
     def describe(self) -> str: ...
     def accepted(self) -> bool: ...
@@ -75,6 +97,7 @@ def tls_connector(config: ForwarderConfig) -> Connector:
             config.ssl_context,
             connect_timeout=config.connect_timeout,
             confirm_timeout=config.confirm_timeout,
+            stall_timeout=config.stall_timeout,
         )
 
     return connect
@@ -104,6 +127,8 @@ class TlsLink:
         self.torn = False
         # The peer closed its sending side.
         self.eof = False
+        # The connection was reset or the kernel gave up on it.
+        self.dead = False
         # Whether the server has accepted us (see _confirm), and until when to wait for an
         # alert saying otherwise.
         self._accepted = True
@@ -119,6 +144,7 @@ class TlsLink:
         *,
         connect_timeout: float,
         confirm_timeout: float,
+        stall_timeout: float,
     ) -> TlsLink:
         """Connect, handshake and (TLS 1.3) wait for the server's verdict; EndpointError."""
         name = str(endpoint)
@@ -133,6 +159,8 @@ class TlsLink:
             raise EndpointError(name, f"cannot connect to {name}: {os_cause(exc)}") from exc
         link = cls(endpoint, index, stream)
         try:
+            for level, option, value in liveness_options(stall_timeout):
+                stream.socket.setsockopt(level, option, value)
             if context is not None:
                 link._tls = context.wrap_bio(
                     link._incoming, link._outgoing, server_hostname=endpoint.tls_name
@@ -169,6 +197,7 @@ class TlsLink:
         try:
             await self._stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self.dead = self.dead or timed_out(exc)
             raise EndpointError(
                 self._name, f"sending to {self._name} failed: {os_cause(exc)}"
             ) from exc
@@ -185,6 +214,7 @@ class TlsLink:
         try:
             data = await self._stream.receive_some(_RECEIVE_BYTES)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self.dead = self.dead or timed_out(exc)
             raise EndpointError(
                 self._name, f"connection to {self._name} broke: {os_cause(exc)}"
             ) from exc
@@ -318,6 +348,7 @@ class TlsLink:
         try:
             state = self._stream.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)
             if state[0] == _TCP_CLOSE:
+                self.dead = True
                 raise EndpointError(self._name, f"connection to {self._name} was reset")
             return self.written - _unacknowledged(self._fd)
         except OSError as exc:

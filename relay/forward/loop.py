@@ -17,7 +17,14 @@ from typing import Final
 
 import trio
 
-from relay.backoff import RetryState, after_failure, after_success, back_to_primary, reconnect_delay
+from relay.backoff import (
+    RetryState,
+    after_dead_link,
+    after_failure,
+    after_success,
+    back_to_primary,
+    reconnect_delay,
+)
 from relay.errors import EndpointError
 from relay.forward.config import Endpoint, ForwarderConfig
 from relay.forward.ledger import Ledger
@@ -64,7 +71,16 @@ class ForwarderStats:
 class _Session:
     """One connection's lifetime: its link, its ledger, and what happened on it."""
 
-    __slots__ = ("good", "idle_scope", "ledger", "link", "outstanding", "started", "switching")
+    __slots__ = (
+        "dead",
+        "good",
+        "idle_scope",
+        "ledger",
+        "link",
+        "outstanding",
+        "started",
+        "switching",
+    )
 
     def __init__(self, link: Link, *, now: float) -> None:
         self.link = link
@@ -72,6 +88,8 @@ class _Session:
         self.started = now
         # Something was committed: the connection proved good.
         self.good = False
+        # The link stalled: its peer is gone, a clean close would only wait for it.
+        self.dead = False
         # A switch back to the first endpoint is due: the sender stops after its batch.
         self.switching = False
         # Set while the sender waits for new lines, so a switch need not wait for them.
@@ -254,6 +272,11 @@ class Forwarder:
                         failover_after=config.failover_after,
                     )
                 )
+                if session.dead or link.dead:
+                    # Stalled or timed out: the endpoint is likely blackholed, and would
+                    # answer the next connection attempts no better.
+                    session.dead = True
+                    self._retry = after_dead_link(self._retry, endpoints=len(config.endpoints))
             else:
                 # The first endpoint answered again: settle here, then switch.
                 settle = True
@@ -362,6 +385,7 @@ class Forwarder:
             await trio.sleep(config.ack_poll_interval)
             self._reap(session)
             if ledger.stalled(now=trio.current_time(), timeout=config.stall_timeout):
+                session.dead = True
                 raise EndpointError(
                     str(link.endpoint),
                     f"{link.endpoint} acknowledged nothing for {config.stall_timeout:g} s",
@@ -386,14 +410,18 @@ class Forwarder:
 
     async def _close(self, session: _Session, *, settle: bool) -> None:
         """Close ``link`` within one drain_timeout: the first half for acknowledgements
-        (``settle``), the rest for close_notify and the peer's EOF."""
+        (``settle``), the rest for close_notify and the peer's EOF. A dead link is closed at
+        once: its peer will neither acknowledge nor answer."""
         budget = self._config.drain_timeout
         deadline = trio.current_time() + budget
-        if settle:
+        if settle and not session.dead:
             with trio.move_on_at(deadline - budget / 2):
                 await self._settle(session)
         # Lines that were sent and not acknowledged go again on the next connection.
         self._duplicates += session.ledger.abandon()
+        if session.dead or session.link.dead:
+            session.link.abort()
+            return
         with trio.move_on_at(deadline):
             await session.link.close()
 

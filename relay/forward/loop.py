@@ -128,6 +128,8 @@ class Forwarder:
         # A connection to the first endpoint, opened while on a fallback, to switch to.
         self._next_link: Link | None = None
         self._committed = trio.Event()
+        # When the service's stop budget runs out (set by drain): the close after it must fit.
+        self._stop_by: float | None = None
         self._lines_forwarded = 0
         self._bytes_acked = 0
         self._lines_sent = 0
@@ -168,6 +170,7 @@ class Forwarder:
         For SIGTERM: the service calls this before cancelling ``run``.
         """
         target = self._spool.head
+        self._stop_by = trio.current_time() + timeout
         with trio.move_on_after(timeout):
             while self._spool.cursor < target:
                 await self._committed.wait()
@@ -321,10 +324,15 @@ class Forwarder:
 
     async def _shutdown(self) -> None:
         """Cancelled: close the current connection cleanly within the drain budget."""
+        deadline = trio.current_time() + self._config.drain_timeout
+        if self._stop_by is not None:
+            # After a drain, the close gets what is left of its budget: the whole stop takes
+            # at most drain_timeout (the unit's TimeoutStopSec= is set by that).
+            deadline = min(deadline, self._stop_by)
         if self._session is not None:
-            await self._close(self._session, settle=True)
+            await self._close(self._session, settle=True, deadline=deadline)
         if self._next_link is not None:
-            with trio.move_on_after(self._config.drain_timeout):
+            with trio.move_on_at(deadline):
                 await self._next_link.close()
         self._session = self._next_link = None
 
@@ -408,12 +416,16 @@ class Forwarder:
         self._committed.set()
         self._committed = trio.Event()
 
-    async def _close(self, session: _Session, *, settle: bool) -> None:
-        """Close ``link`` within one drain_timeout: the first half for acknowledgements
-        (``settle``), the rest for close_notify and the peer's EOF. A dead link is closed at
-        once: its peer will neither acknowledge nor answer."""
-        budget = self._config.drain_timeout
-        deadline = trio.current_time() + budget
+    async def _close(
+        self, session: _Session, *, settle: bool, deadline: float | None = None
+    ) -> None:
+        """Close ``link`` within one drain_timeout (or by ``deadline``): the first half for
+        acknowledgements (``settle``), the rest for close_notify and the peer's EOF. A dead
+        link is closed at once: its peer will neither acknowledge nor answer."""
+        now = trio.current_time()
+        if deadline is None:
+            deadline = now + self._config.drain_timeout
+        budget = max(0.0, deadline - now)
         if settle and not session.dead:
             with trio.move_on_at(deadline - budget / 2):
                 await self._settle(session)

@@ -284,3 +284,24 @@ async def test_cancelling_closes_the_link_cleanly_within_the_drain_budget(
     assert trio.current_time() - began <= 5.0 + 0.1
     # The peer never answered the close: given up at the end of the budget.
     assert not net.endpoints[0].links[0].closed_cleanly
+
+
+async def test_a_stop_with_a_stalled_but_connected_endpoint_takes_at_most_drain_timeout(
+    spool: Spool, autojump_clock: trio.testing.MockClock
+) -> None:
+    # The service's SIGTERM path: drain(timeout=drain_timeout), then cancel run(). The clean
+    # close must fit in what the drain left of the budget, not take a second one.
+    net = FakeNetwork(1, connect_timeout=10.0)
+    spool.append(numbered(0, 100))
+    forwarder = Forwarder(spool, config_for(1, drain_timeout=5.0), connect=net.connect)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(forwarder.run)
+        assert await forwarder.drain(timeout=5)
+        net.endpoints[0].state = State.BLACKHOLED  # connected, acknowledging nothing
+        spool.append(numbered(100, 200))
+        await wait_for(lambda: forwarder.statistics().lines_sent == 200, timeout=5, what="sent")
+        began = trio.current_time()
+        assert not await forwarder.drain(timeout=5.0)
+        nursery.cancel_scope.cancel()
+    assert trio.current_time() - began <= 5.0 + 0.1
+    assert spool.statistics().pending_lines == 100

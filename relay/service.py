@@ -81,6 +81,7 @@ def forwarder_config(config: Config, context: ssl.SSLContext | None) -> Forwarde
         drain_timeout=config.drain_timeout,
         stall_timeout=config.stall_timeout,
         failover_after=config.failover_after,
+        client_certificate=bool(config.endpoints) and config.endpoints[0].cert is not None,
     )
 
 

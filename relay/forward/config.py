@@ -91,6 +91,9 @@ class ForwarderConfig:
     confirm_timeout: float = 1.0
     # Identical connection failure lines are logged at most once per this interval.
     log_interval: float = 60.0
+    # Whether ssl_context presents a client certificate (None: not known). Only for the
+    # diagnosis of a TLS 1.2 handshake_failure alert (see diagnosis.py).
+    client_certificate: bool | None = None
 
     def __post_init__(self) -> None:
         if not self.endpoints:

@@ -34,6 +34,7 @@ _REJECTED_CLIENT_CERT: Final = frozenset(
 _NOT_TLS: Final = frozenset(
     {"WRONG_VERSION_NUMBER", "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE", "HTTP_REQUEST"}
 )
+_HANDSHAKE_FAILURE: Final = "SSLV3_ALERT_HANDSHAKE_FAILURE"
 _NO_COMMON_PROTOCOL: Final = frozenset(
     {
         "SSLV3_ALERT_HANDSHAKE_FAILURE",
@@ -46,8 +47,21 @@ _NO_COMMON_PROTOCOL: Final = frozenset(
 )
 
 
-def describe_tls_failure(exc: ssl.SSLError, endpoint: Endpoint) -> str:
-    """One sentence naming the endpoint, the cause, and what to check."""
+def describe_tls_failure(
+    exc: ssl.SSLError,
+    endpoint: Endpoint,
+    *,
+    client_certificate: bool | None = None,
+    after_handshake: bool = False,
+) -> str:
+    """One sentence naming the endpoint, the cause, and what to check.
+
+    ``client_certificate`` says whether the relay presents one (None: unknown). In TLS 1.2
+    an OpenSSL server that requires a client certificate and gets none answers with a plain
+    handshake_failure alert, which otherwise means "no common version or cipher".
+    ``after_handshake``: the handshake was over and the server had accepted us, so the
+    failure belongs to the connection, not to the handshake.
+    """
     if isinstance(exc, ssl.SSLCertVerificationError):
         code = exc.verify_code
         detail = f"certificate verify failed: {exc.verify_message}"
@@ -70,7 +84,20 @@ def describe_tls_failure(exc: ssl.SSLError, endpoint: Endpoint) -> str:
         return f"TLS handshake with {endpoint} failed: {detail} — {hint}"
     reason = exc.reason or ""
     alert = reason.lower().replace("_", " ") if reason else str(exc)
-    if reason.endswith("CERTIFICATE_REQUIRED"):
+    if after_handshake:
+        if reason in _NOT_TLS:
+            detail = f"the endpoint sent data that is not TLS ({alert})"
+            hint = "is something other than a TLS syslog receiver answering on that port?"
+        else:
+            detail = alert
+            hint = "check the platform's receiver"
+        return f"TLS connection to {endpoint} broke after the handshake: {detail} — {hint}"
+    if reason == _HANDSHAKE_FAILURE and client_certificate is False:
+        detail = (
+            f"the server probably requires a client certificate, and the relay has none ({alert})"
+        )
+        hint = "set --cert and --key to the certificate the platform issued"
+    elif reason.endswith("CERTIFICATE_REQUIRED"):
         detail = f"the server requires a client certificate ({alert})"
         hint = "set --cert and --key to the certificate the platform issued"
     elif reason in _REJECTED_CLIENT_CERT:

@@ -98,6 +98,7 @@ def tls_connector(config: ForwarderConfig) -> Connector:
             connect_timeout=config.connect_timeout,
             confirm_timeout=config.confirm_timeout,
             stall_timeout=config.stall_timeout,
+            client_certificate=config.client_certificate,
         )
 
     return connect
@@ -129,6 +130,9 @@ class TlsLink:
         self.eof = False
         # The connection was reset or the kernel gave up on it.
         self.dead = False
+        self._client_certificate: bool | None = None
+        # open() has returned: the handshake is over.
+        self._established = False
         # Whether the server has accepted us (see _confirm), and until when to wait for an
         # alert saying otherwise.
         self._accepted = True
@@ -145,6 +149,7 @@ class TlsLink:
         connect_timeout: float,
         confirm_timeout: float,
         stall_timeout: float,
+        client_certificate: bool | None = None,
     ) -> TlsLink:
         """Connect, handshake and (TLS 1.3) wait for the server's verdict; EndpointError."""
         name = str(endpoint)
@@ -158,6 +163,7 @@ class TlsLink:
         except OSError as exc:
             raise EndpointError(name, f"cannot connect to {name}: {os_cause(exc)}") from exc
         link = cls(endpoint, index, stream)
+        link._client_certificate = client_certificate
         try:
             for level, option, value in liveness_options(stall_timeout):
                 stream.socket.setsockopt(level, option, value)
@@ -184,7 +190,18 @@ class TlsLink:
         except BaseException:
             stream.socket.close()
             raise
+        link._established = True
         return link
+
+    def _describe(self, exc: ssl.SSLError) -> str:
+        # Once the server accepted us (TLS 1.2: its Finished; TLS 1.3: its verdict), what
+        # goes wrong is the connection's, not the handshake's.
+        return describe_tls_failure(
+            exc,
+            self.endpoint,
+            client_certificate=self._client_certificate,
+            after_handshake=self._established and self.accepted(),
+        )
 
     def describe(self) -> str:
         if self._tls is None:
@@ -245,7 +262,7 @@ class TlsLink:
                 # The alert OpenSSL queued tells the server why; it is a courtesy only.
                 with trio.move_on_after(0.5), contextlib.suppress(*LINK_ERRORS):
                     await self._flush()
-                raise EndpointError(self._name, describe_tls_failure(exc, self.endpoint)) from exc
+                raise EndpointError(self._name, self._describe(exc)) from exc
             await self._flush()
             return
 
@@ -313,7 +330,7 @@ class TlsLink:
                 self.eof = True
                 raise EndpointError(self._name, f"{self._name} closed the TLS session") from None
             except ssl.SSLError as exc:
-                raise EndpointError(self._name, describe_tls_failure(exc, self.endpoint)) from exc
+                raise EndpointError(self._name, self._describe(exc)) from exc
 
     async def receive_until_closed(self) -> None:
         """Read until the peer closes or the connection breaks; always ends in EndpointError."""
@@ -335,7 +352,7 @@ class TlsLink:
                 write(view[start:end])
                 start = end
         except ssl.SSLError as exc:
-            raise EndpointError(self._name, describe_tls_failure(exc, self.endpoint)) from exc
+            raise EndpointError(self._name, self._describe(exc)) from exc
         await self._send_raw(self._outgoing.read())
 
     def acknowledged(self) -> int:

@@ -70,3 +70,26 @@ def test_os_cause_finds_the_errno_inside_wrappers_and_groups() -> None:
     assert os_cause(BaseExceptionGroup("group", [outer])) == "connection refused"
     assert os_cause(ValueError("plain")) == "plain"
     assert os_cause(ValueError()) == "ValueError"
+
+
+@pytest.mark.parametrize(
+    ("client_certificate", "expected"),
+    [
+        (False, "probably requires a client certificate, and the relay has none"),
+        (True, "no common TLS version or cipher"),
+        (None, "no common TLS version or cipher"),
+    ],
+)
+def test_a_handshake_failure_alert_without_a_client_certificate_names_the_certificate(
+    client_certificate: bool | None, expected: str
+) -> None:
+    exc = ssl_error("SSLV3_ALERT_HANDSHAKE_FAILURE")
+    text = describe_tls_failure(exc, ENDPOINT, client_certificate=client_certificate)
+    assert expected in text
+
+
+def test_after_the_handshake_a_failure_is_the_connections_not_the_handshakes() -> None:
+    text = describe_tls_failure(ssl_error("WRONG_VERSION_NUMBER"), ENDPOINT, after_handshake=True)
+    assert text.startswith("TLS connection to platform.example:6514 broke after the handshake: ")
+    assert "sent data that is not TLS" in text
+    assert "handshake failed" not in text

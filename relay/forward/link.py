@@ -365,7 +365,7 @@ class TlsLink:
         try:
             state = self._stream.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)
             if state[0] == _TCP_CLOSE:
-                self.dead = True
+                # Not marked dead: a peer that resets is there, and worth reconnecting to.
                 raise EndpointError(self._name, f"connection to {self._name} was reset")
             return self.written - _unacknowledged(self._fd)
         except OSError as exc:

@@ -722,3 +722,27 @@ def test_socket_module_has_the_ioctl_we_need() -> None:
     # The acknowledgement count depends on SIOCOUTQ; fail loudly where it is missing.
     assert getattr(termios, "TIOCOUTQ", None) == 0x5411
     assert socket.TCP_INFO
+
+
+async def test_a_reset_reconnects_to_the_same_endpoint_and_does_not_fail_over(
+    tmp_path: Path, server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
+) -> None:
+    spool = open_spool(tmp_path / "spool")
+    fill(spool, 0, 10_000)
+    sink = SyslogSink(ssl_context=server_tls)
+    spare_port = free_port()  # nothing listens: a failover would show as connect failures
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(sink.run)
+        forwarder = Forwarder(spool, make_config([port, spare_port], client_tls))
+        async with running(forwarder):
+            assert await forwarder.drain(timeout=10)
+            await sink.wait_lines(10_000, timeout=10)
+            sink.reset_connections()
+            fill(spool, 10_000, 20_000)
+            assert await forwarder.drain(timeout=10)
+            await sink.wait_lines(20_000, timeout=10)
+        stats = forwarder.statistics()
+        nursery.cancel_scope.cancel()
+    assert sink.lines == numbered(0, 20_000)
+    assert stats.reconnects == 1
+    assert stats.connection_failures == 1  # the reset itself; no attempt on the spare

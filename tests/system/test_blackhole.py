@@ -213,15 +213,23 @@ def export(
     )
 
 
-def start_relay(ns: str, tmp_path: Path, tls_ca: TlsFiles, tls_client: TlsFiles) -> RelayProcess:
+def start_relay(
+    ns: str,
+    tmp_path: Path,
+    tls_ca: TlsFiles,
+    tls_client: TlsFiles,
+    *,
+    ports: tuple[int, ...] = (PRIMARY, SECONDARY),
+    config: str = "",
+) -> RelayProcess:
+    (tmp_path / "relay.toml").write_text(config)
     relay = RelayProcess(
         [
+            "-c",
+            str(tmp_path / "relay.toml"),
             "--listen",
             "127.0.0.1:0",
-            "--endpoint",
-            f"127.0.0.1:{PRIMARY}",
-            "--endpoint",
-            f"127.0.0.1:{SECONDARY}",
+            *(arg for port in ports for arg in ("--endpoint", f"127.0.0.1:{port}")),
             *tls_args(ca=tls_ca.ca, cert=tls_client.cert, key=tls_client.key),
             "--spool",
             str(tmp_path / "spool"),
@@ -280,8 +288,41 @@ def test_a_blackholed_endpoint_is_left_for_the_next_within_30_s_losing_nothing(
             stop.touch()
             for exporter in exporters:
                 exporter.kill()
-                exporter.wait(timeout=10)
+                exporter.communicate(timeout=10)
         wait_until(lambda: len(distinct([primary, secondary])) >= total, 30, "every line")
         assert failover < FAILOVER_BUDGET, relay.log_tail()
         assert len(distinct([primary, secondary])) == total
         assert relay.events("forward_connected")[-1]["endpoint"] == f"127.0.0.1:{SECONDARY}"
+
+
+def test_sigterm_with_a_stalled_but_connected_endpoint_exits_within_drain_timeout(
+    netns: str,
+    tmp_path: Path,
+    tls_ca: TlsFiles,
+    tls_server: TlsFiles,
+    tls_client: TlsFiles,
+) -> None:
+    """Issue 10 item 14: the drain and the clean close after it share one drain_timeout, so
+    the unit's TimeoutStopSec= holds. The stall timeout is long: the link stays connected."""
+    drain_timeout = 4.0
+    config = f"[forward]\ndrain_timeout = {drain_timeout}\nstall_timeout = 600.0\n"
+    with sinks(netns, tmp_path, tls_server, tls_ca) as (primary, _), relay_processes() as made:
+        relay = start_relay(netns, tmp_path, tls_ca, tls_client, ports=(PRIMARY,), config=config)
+        made.append(relay)
+        relay.start()
+        stop = tmp_path / "stop-exporting"
+        exporter = export(netns, relay.udp_port, 0, count=0, stop=stop)
+        try:
+            wait_until(lambda: len(primary.lines()) >= 3000, 20, "lines at the endpoint")
+            blackhole(netns, PRIMARY)
+            time.sleep(1.0)  # lines keep coming, and stay unacknowledged
+            began = time.monotonic()
+            code = relay.terminate(timeout=4 * drain_timeout)
+            took = time.monotonic() - began
+        finally:
+            stop.touch()
+            exporter.kill()
+            exporter.communicate(timeout=10)
+    assert code == 0, relay.log_tail()
+    # The drain, then a close that gets only what is left (plus start-up of the stop).
+    assert took < drain_timeout + 1.5, f"exit took {took:.1f} s with drain_timeout = 4 s"

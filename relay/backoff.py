@@ -72,6 +72,19 @@ def after_success(state: RetryState) -> RetryState:
     return RetryState(endpoint=state.endpoint)
 
 
+def after_dead_link(state: RetryState, *, endpoints: int) -> RetryState:
+    """The state after a connection to ``state.endpoint`` was found dead (it stalled, or the
+    kernel gave up on it): the next endpoint at once.
+
+    A silently blackholed endpoint answers no connection attempt either, so trying it again
+    would cost ``failover_after`` connect timeouts before the failover that is due anyway.
+    The delay stays that of ``state`` (a good connection's is below ``initial``).
+    """
+    if endpoints < 1:
+        raise ValueError("need at least one endpoint")
+    return RetryState(endpoint=(state.endpoint + 1) % endpoints, attempt=state.attempt)
+
+
 def back_to_primary() -> RetryState:
     """The state after a successful periodic return to the first endpoint."""
     return RetryState()

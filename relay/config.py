@@ -82,6 +82,8 @@ class Config:
     primary_retry_interval: float = 300.0
     batch_bytes: int = 256 << 10
     drain_timeout: float = 10.0
+    stall_timeout: float = 20.0
+    failover_after: int = 3
     metrics: HostPort | None = None
     log_format: str = "json"
     log_level: str = "info"
@@ -121,6 +123,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "primary_retry_interval": 300.0,
         "batch_size": "256KiB",
         "drain_timeout": 10.0,
+        "stall_timeout": 20.0,
+        "failover_after": 3,
     },
     "metrics": {"address": "127.0.0.1:9712"},
     "log": {"format": "json", "level": "info", "stats_interval": 60.0},
@@ -255,6 +259,8 @@ def load(
             fwd["batch_size"], "forward.batch_size", minimum=64 << 10, maximum=MAX_BATCH_BYTES
         ),
         drain_timeout=values.number(fwd["drain_timeout"], "forward.drain_timeout", 0, 3600),
+        stall_timeout=values.number(fwd["stall_timeout"], "forward.stall_timeout", 2, 3600),
+        failover_after=values.integer(fwd["failover_after"], "forward.failover_after", 1, 100),
         metrics=metrics,
         log_format=values.choice(
             flags.log_format or log["format"],
@@ -327,6 +333,8 @@ def to_document(config: Config) -> dict[str, Any]:
             "primary_retry_interval": config.primary_retry_interval,
             "batch_size": config.batch_bytes,
             "drain_timeout": config.drain_timeout,
+            "stall_timeout": config.stall_timeout,
+            "failover_after": config.failover_after,
         },
         "metrics": {"address": "off" if config.metrics is None else str(config.metrics)},
         "log": {

@@ -82,8 +82,11 @@ def forwarder_config(config: Config, context: ssl.SSLContext | None) -> Forwarde
         connect_timeout=config.connect_timeout,
         primary_retry_interval=config.primary_retry_interval,
         # The clean close (acknowledgements, close_notify, the peer's EOF) counts against the
-        # same SIGTERM budget as the drain; ForwarderConfig wants it positive.
-        drain_timeout=max(config.drain_timeout, 0.1),
+        # same SIGTERM budget as the drain.
+        drain_timeout=config.drain_timeout,
+        stall_timeout=config.stall_timeout,
+        failover_after=config.failover_after,
+        client_certificate=bool(config.endpoints) and config.endpoints[0].cert is not None,
     )
 
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from relay.backoff import (
     RetryState,
+    after_dead_link,
     after_failure,
     after_success,
     back_to_primary,
@@ -104,3 +105,10 @@ def test_state_rejects_negative_fields() -> None:
         RetryState(endpoint=-1)
     with pytest.raises(ValueError):
         after_failure(RetryState(), endpoints=0, failover_after=1)
+
+
+def test_a_dead_link_fails_over_at_once_keeping_the_delay_of_the_state() -> None:
+    state = after_failure(RetryState(endpoint=1), endpoints=3, failover_after=3)
+    assert after_dead_link(state, endpoints=3) == RetryState(endpoint=2, attempt=1)
+    assert after_dead_link(RetryState(endpoint=2), endpoints=3) == RetryState(endpoint=0)
+    assert after_dead_link(RetryState(), endpoints=1) == RetryState()

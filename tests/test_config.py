@@ -119,6 +119,11 @@ def test_file_values_are_used() -> None:
             {},
         ),
         (
+            {"forward": {"stall_timeout": 7.5, "failover_after": 2, "drain_timeout": 0}},
+            Overrides(endpoints=["e.example:1"]),
+            {},
+        ),
+        (
             {"output": {"facility": "local7", "severity": "debug"}},
             Overrides(endpoints=["e.example:1"], cert="/a.pem", key="/a.key", metrics="off"),
             {},

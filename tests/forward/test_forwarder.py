@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from relay.certs import TlsFiles, client_context, issue_certificate, make_test_ca, server_context
 from relay.errors import ConfigError
-from relay.forward import Endpoint, Forwarder, ForwarderConfig, _Throttle
+from relay.forward import Endpoint, Forwarder, ForwarderConfig
 from relay.framing import TLS_RECORD_PAYLOAD, frame_lines, record_cuts
 from relay.spool import FsyncPolicy, Spool
 from relay.testing.ports import free_port
@@ -163,16 +163,6 @@ def test_config_rejects_nonsense() -> None:
         old.minimum_version = ssl.TLSVersion.TLSv1_1
     with pytest.raises(ConfigError, match=r"TLS 1\.2"):
         ForwarderConfig(endpoints=one, ssl_context=old)
-
-
-def test_throttle_admits_first_then_one_per_interval() -> None:
-    throttle = _Throttle(10.0)
-    assert throttle.admit("a", 0.0) == 0
-    assert throttle.admit("a", 1.0) is None
-    assert throttle.admit("a", 2.0) is None
-    assert throttle.admit("b", 2.0) == 0
-    assert throttle.admit("a", 10.5) == 2
-    assert throttle.admit("a", 11.0) is None
 
 
 # --------------------------------------------------------------------------------------------
@@ -732,3 +722,27 @@ def test_socket_module_has_the_ioctl_we_need() -> None:
     # The acknowledgement count depends on SIOCOUTQ; fail loudly where it is missing.
     assert getattr(termios, "TIOCOUTQ", None) == 0x5411
     assert socket.TCP_INFO
+
+
+async def test_a_reset_reconnects_to_the_same_endpoint_and_does_not_fail_over(
+    tmp_path: Path, server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
+) -> None:
+    spool = open_spool(tmp_path / "spool")
+    fill(spool, 0, 10_000)
+    sink = SyslogSink(ssl_context=server_tls)
+    spare_port = free_port()  # nothing listens: a failover would show as connect failures
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(sink.run)
+        forwarder = Forwarder(spool, make_config([port, spare_port], client_tls))
+        async with running(forwarder):
+            assert await forwarder.drain(timeout=10)
+            await sink.wait_lines(10_000, timeout=10)
+            sink.reset_connections()
+            fill(spool, 10_000, 20_000)
+            assert await forwarder.drain(timeout=10)
+            await sink.wait_lines(20_000, timeout=10)
+        stats = forwarder.statistics()
+        nursery.cancel_scope.cancel()
+    assert sink.lines == numbered(0, 20_000)
+    assert stats.reconnects == 1
+    assert stats.connection_failures == 1  # the reset itself; no attempt on the spare

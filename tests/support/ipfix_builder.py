@@ -181,7 +181,14 @@ def records_of(draw: st.DrawFn, template: Template, *, max_records: int = 4) -> 
 def messages(draw: st.DrawFn, *, ipfix: bool) -> tuple[bytes, list[Template]]:
     """A well-formed message: one template set, then data sets of its templates (some with
     zero padding), in any order; and the templates it defines."""
-    defined = draw(st.lists(templates(ipfix=ipfix, options=False), min_size=1, max_size=3))
+    defined = draw(
+        st.lists(
+            templates(ipfix=ipfix, options=False),
+            min_size=1,
+            max_size=3,
+            unique_by=lambda t: t.template_id,
+        )
+    )
     sets = [template_set(defined, ipfix=ipfix)]
     for template in draw(st.lists(st.sampled_from(defined), max_size=4)):
         body = b"".join(draw(records_of(template)))

@@ -76,7 +76,9 @@ def _key(template: Template, index: int, version: int) -> str:
 def _kind(template: Template, index: int, version: int) -> Kind:
     spec = template.fields[index]
     if version == 9 and index < template.scope_fields:
-        return Kind.UNSIGNED if 1 <= spec.length <= 8 else Kind.OCTETS
+        # A v9 scope value is the exporter's to define (a system's ID, an interface's): hex,
+        # as for any element no registry describes.
+        return Kind.OCTETS
     if version == 9 and spec.element in UPTIME_ELEMENTS and spec.length == 4:
         return Kind.UPTIME_MS
     if spec.variable:

@@ -12,8 +12,9 @@ its bytes, in hex, rather than guessed at.
 Values: integers and floats as numbers; booleans as True/False (1 and 2 on the wire, RFC 7011
 §6.1.5; anything else hex); addresses as text (IPv6 in RFC 5952 form); MACs as
 ``aa:bb:cc:dd:ee:ff``; strings as text (invalid UTF-8 replaced, trailing NUL padding of a
-fixed-length field dropped); every dateTime* as UNIX milliseconds; octetArray, lists and
-unknown elements as lowercase hex.
+fixed-length field dropped); every dateTime* as UNIX milliseconds (hex when it falls outside
+the years 1970-9999 a line can write); octetArray, lists and unknown elements as lowercase
+hex.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import math
 import socket
 import struct
+from collections.abc import Callable
 
 from relay.flows.layout import Kind
 from relay.flows.names import IANA_MAX
@@ -30,6 +32,8 @@ Value = int | float | bool | str
 
 # NTP time (RFC 7011 §6.1.9/10) counts seconds from 1900-01-01; UNIX from 1970-01-01.
 NTP_UNIX_OFFSET = 2_208_988_800
+# The times a line can write (ISO-8601 years 1970-9999); another is kept as its bytes.
+MAX_TIME_MS = 253_402_300_799_999
 # dateTimeMicroseconds: "the lowest 11 bits of the fraction field ... SHOULD be ignored".
 _MICRO_FRACTION_MASK = 0xFFFFF800
 
@@ -120,13 +124,18 @@ def decode_value(kind: Kind, raw: bytes) -> Value:
         return number if math.isfinite(number) else raw.hex()
     if kind is Kind.BOOLEAN:
         return {1: True, 2: False}.get(raw[0], raw.hex()) if len(raw) == 1 else raw.hex()
-    if kind is Kind.DATETIME_S:
-        return int.from_bytes(raw, "big") * 1000
-    if kind is Kind.DATETIME_MS:
-        return int.from_bytes(raw, "big")
-    if kind is Kind.DATETIME_US or kind is Kind.DATETIME_NS:
-        return ntp_ms(int.from_bytes(raw, "big"), kind)
+    if kind in _TIMES:
+        ms = _TIMES[kind](int.from_bytes(raw, "big"))
+        return ms if 0 <= ms <= MAX_TIME_MS else raw.hex()
     return raw.hex()
+
+
+_TIMES: dict[Kind, Callable[[int], int]] = {
+    Kind.DATETIME_S: lambda n: n * 1000,
+    Kind.DATETIME_MS: lambda n: n,
+    Kind.DATETIME_US: lambda n: ntp_ms(n, Kind.DATETIME_US),
+    Kind.DATETIME_NS: lambda n: ntp_ms(n, Kind.DATETIME_NS),
+}
 
 
 def decode_element(element: int, raw: bytes, enterprise: int = 0) -> Value:

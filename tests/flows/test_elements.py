@@ -58,6 +58,8 @@ NTP_2015 = (1444384067 + NTP_UNIX_OFFSET) << 32
         (152, (1444384067569).to_bytes(8, "big"), 1444384067569),  # dateTimeMilliseconds
         (156, (NTP_2015 | (1 << 31)).to_bytes(8, "big"), 1444384067500),  # NTP, half a second
         (154, (NTP_2015 | (1 << 31)).to_bytes(8, "big"), 1444384067500),
+        (152, bytes([0xFF] * 8), "ffffffffffffffff"),  # a time no line can write
+        (156, bytes(8), "0000000000000000"),  # NTP 0 is 1900: before 1970
         (8, bytes(5), "0000000000"),  # an address of the wrong length stays bytes
         (152, bytes(4), "00000000"),
         (40005, b"\x02", "02"),  # a v9 vendor type: not IANA's

@@ -82,7 +82,9 @@ def _kind(template: Template, index: int, version: int) -> Kind:
     if version == 9 and spec.element in UPTIME_ELEMENTS and spec.length == 4:
         return Kind.UPTIME_MS
     if spec.variable:
-        # The kind of each value follows its own length: see decode_records.
+        # A value that carries its own length is a string or octets (RFC 7011 §7 has them in
+        # mind); a variable-length number or address is rare enough to be written as hex, so
+        # that one field has one kind whatever each value's length.
         return element_kind(spec.element, 0, spec.enterprise)
     return element_kind(spec.element, spec.length, spec.enterprise)
 
@@ -128,9 +130,8 @@ def _variable(
             break
         record_start = at
         values: list[Value] = []
-        for spec, fixed_kind in zip(template.fields, plan.kinds, strict=True):
+        for spec, kind in zip(template.fields, plan.kinds, strict=True):
             length = spec.length
-            kind = fixed_kind
             if spec.variable:
                 if at >= end:
                     return records, (_past(plan, part, offset + record_start),)
@@ -141,7 +142,6 @@ def _variable(
                         return records, (_past(plan, part, offset + record_start),)
                     length = (data[at] << 8) | data[at + 1]
                     at += 2
-                kind = element_kind(spec.element, length, spec.enterprise)
             if end - at < length:
                 return records, (_past(plan, part, offset + record_start),)
             values.append(decode_value(kind, data[at : at + length]))

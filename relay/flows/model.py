@@ -1,4 +1,4 @@
-"""The decoded form of a NetFlow v1/v5/v6/v7 export datagram.
+"""The decoded form of a NetFlow export datagram: v1/v5/v6/v7, and v9/IPFIX messages.
 
 Flow records are NamedTuples rather than frozen dataclasses: they are built once per flow on
 the hot path (hundreds of thousands per second), and a tuple is both immutable and several
@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from relay.flows.layout import Layout
+from relay.flows.template import Template
 
 # Warnings a datagram can carry and still be decoded.
 WARN_OVER_MAX_COUNT = "over_max_count"
@@ -104,7 +105,12 @@ class PacketHeader:
 
     ``has_sequence`` says whether ``flow_sequence`` means anything (v1 has none), and
     ``sequence_step`` how far it moves from this datagram to the next: v5/v6/v7 count flows
-    (the step is the record count), v9 will count datagrams (1), IPFIX data records.
+    (the step is the record count), v9 counts datagrams (1), IPFIX data records (known only
+    once its data sets are decoded with their templates: 0 until then).
+
+    v9 and IPFIX: ``domain`` is the v9 Source ID or the IPFIX Observation Domain ID; v9's
+    header count (records plus templates) is kept in ``count`` but trusted for nothing, and
+    an IPFIX header has none (0); IPFIX has no SysUptime (0) and exports whole seconds.
     """
 
     version: int
@@ -119,6 +125,7 @@ class PacketHeader:
     sampling_mode: int = 0
     has_sequence: bool = False
     sequence_step: int = 0
+    domain: int = 0
 
     @property
     def export_time_ms(self) -> int:
@@ -128,7 +135,9 @@ class PacketHeader:
     @property
     def sequence_scope(self) -> tuple[int, int, int]:
         """What, besides the exporter, one sequence counter belongs to (SPEC: per exporter
-        and engine; v9 will use its Source ID, IPFIX its Observation Domain)."""
+        and engine; v9 its Source ID, IPFIX its Observation Domain)."""
+        if self.version in (9, 10):
+            return (self.version, self.domain, 0)
         return (self.version, self.engine_type, self.engine_id)
 
 
@@ -137,7 +146,8 @@ class Problem:
     """One part of a datagram that could not be decoded (the other parts still are).
 
     v1/v5/v6/v7 have one part, so a problem there is the whole datagram's and raises
-    DecodeError instead; v9/IPFIX sets will be dropped one by one with a Problem each.
+    DecodeError instead; v9/IPFIX sets are dropped one by one with a Problem each. ``part``
+    is the set's index in the datagram, ``offset`` where in the datagram it went wrong.
     """
 
     part: int
@@ -194,3 +204,49 @@ class Packet:
         if len(self.batch_records) == 1:
             return self.batch_records[0]
         return tuple(r for batch in self.batch_records for r in batch)
+
+
+# --- NetFlow v9 / IPFIX -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataSet:
+    """One data set as it came: its template ID and its body, set padding included (only
+    the template tells where the records end, and the template may not be known yet)."""
+
+    template_id: int
+    part: int
+    offset: int  # of the body (after the 4-byte set header) in the datagram
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Withdrawal:
+    """An IPFIX template withdrawal (a template record with no fields, RFC 7011 §8.1).
+
+    ``template_id`` 2 (or 3) withdraws every (options) template of the domain. Over UDP
+    withdrawals are to be ignored and counted (RFC 7011 §8.4): it is reported, never applied
+    here, and never mistaken for a template.
+    """
+
+    template_id: int
+    options: bool
+    part: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message:
+    """A v9 or IPFIX datagram cut into what it carries, no data record decoded yet.
+
+    Templates are listed in wire order; a consumer applies them before decoding this
+    message's data sets, so a template serves the data sets of its own datagram.
+    """
+
+    header: PacketHeader
+    templates: tuple[Template, ...] = ()
+    withdrawals: tuple[Withdrawal, ...] = ()
+    data_sets: tuple[DataSet, ...] = ()
+    problems: tuple[Problem, ...] = ()
+    warnings: tuple[str, ...] = ()
+    trailing_bytes: int = 0
+    set_count: int = 0

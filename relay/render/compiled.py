@@ -49,7 +49,20 @@ class CompiledLines:
         return self.text
 
 
+def compilable(layout: Layout) -> bool:
+    """Whether the generated loop can write every field of ``layout``: today the legacy
+    kinds (integers of struct sizes, IPv4 addresses, uptime times); the other template
+    kinds take the generic renderer until the fast path learns them."""
+    return all(
+        f.kind in (Kind.IPV4, Kind.UPTIME_MS)
+        or (f.kind is Kind.UNSIGNED and f.size in (1, 2, 4, 8))
+        for f in layout.fields
+    )
+
+
 def compile_lines(layout: Layout, body: Body) -> CompiledLines:
+    if not compilable(layout):
+        raise ValueError(f"{layout.name}: a field of a kind the fast path cannot write yet")
     line_plan = plan(layout)
     unpack = render_struct(layout)
     text = function_source(line_plan, body)

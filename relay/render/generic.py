@@ -21,7 +21,10 @@ from relay.flows.layout import Kind
 from relay.render.keys import LinePlan
 from relay.render.options import Body
 
-Value = int | str | bytes
+Value = int | float | str | bytes
+_TIME_KINDS = frozenset(
+    {Kind.UPTIME_MS, Kind.DATETIME_S, Kind.DATETIME_MS, Kind.DATETIME_US, Kind.DATETIME_NS}
+)
 # UNIX ms -> "YYYY-MM-DDTHH:MM:SS.mmmZ"
 IsoFormat = Callable[[int], str]
 
@@ -34,7 +37,7 @@ _JSON_TABLE = {
 _KV_TABLE = {code: text for code, text in _JSON_TABLE.items() if code < 0x20}
 _KV_TABLE |= {ord('"'): '\\"', ord("\\"): "\\\\"}
 _KV_QUOTE = frozenset(' "=\\') | frozenset(chr(c) for c in range(0x20))
-_ZERO: dict[Kind, Value] = {Kind.UNSIGNED: 0, Kind.IPV4: "0.0.0.0"}
+_ZERO: dict[Kind, Value] = {Kind.UNSIGNED: 0, Kind.IPV4: "0.0.0.0", Kind.IPV6: "::"}
 
 
 def text_of(value: str | bytes) -> str:
@@ -60,17 +63,28 @@ def iso_utc(ms: int) -> str:
 
 
 def value_text(value: Value, kind: Kind, body: Body, iso: IsoFormat = iso_utc) -> str:
-    """One value as the body writes it: numbers bare, everything else as a string."""
+    """One value as the body writes it: numbers bare, booleans ``true``/``false``, times
+    ISO-8601, everything else as a string (SPEC "The line": values).
+
+    A template value its kind could not hold (a boolean that is neither 1 nor 2, a time past
+    year 9999, a NaN) was decoded to hex text, and is written as a string.
+    """
     if kind is Kind.UNSIGNED:
         if not isinstance(value, int):
             raise TypeError(f"an unsigned field holds an int, not {value!r}")
         return str(value)
-    if kind is Kind.UPTIME_MS:
+    if kind in _TIME_KINDS and isinstance(value, int):
         # Decoded records hold the absolute time already (UNIX ms).
-        if not isinstance(value, int):
-            raise TypeError(f"a time field holds UNIX ms, not {value!r}")
         value = iso(value)
-    if isinstance(value, int):
+    elif kind is Kind.UPTIME_MS:
+        raise TypeError(f"a time field holds UNIX ms, not {value!r}")
+    elif kind is Kind.BOOLEAN and isinstance(value, bool):
+        return "true" if value else "false"
+    elif kind is Kind.SIGNED and isinstance(value, int):
+        return str(value)
+    elif kind is Kind.FLOAT and isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int | float):
         raise TypeError(f"a {kind.value} field holds text, not {value!r}")
     return string_text(value, body)
 

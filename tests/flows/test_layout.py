@@ -33,9 +33,52 @@ def test_a_field_past_the_record_is_refused() -> None:
         small(b=Field(name="b", offset=9, size=2))
 
 
-def test_an_integer_of_an_impossible_size_is_refused() -> None:
-    with pytest.raises(ValueError, match="no unsigned integer of 3 bytes"):
-        Field(name="x", offset=0, size=3)
+@pytest.mark.parametrize("size", [0, 9, 16])
+def test_an_integer_of_an_impossible_size_is_refused(size: int) -> None:
+    with pytest.raises(ValueError, match=f"no unsigned integer of {size} bytes"):
+        Field(name="x", offset=0, size=size)
+
+
+@pytest.mark.parametrize("size", [3, 5, 6, 7])
+def test_a_reduced_size_integer_of_no_struct_size_unpacks_as_bytes(size: int) -> None:
+    # RFC 7011 §6.2: an unsigned64 may come in any 1-8 bytes.
+    assert Field(name="x", offset=0, size=size).struct_code == f"{size}s"
+
+
+@pytest.mark.parametrize(
+    ("kind", "size", "code"),
+    [
+        (Kind.SIGNED, 2, "h"),
+        (Kind.SIGNED, 3, "3s"),
+        (Kind.FLOAT, 4, "f"),
+        (Kind.FLOAT, 8, "d"),
+        (Kind.BOOLEAN, 1, "B"),
+        (Kind.MAC, 6, "6s"),
+        (Kind.IPV6, 16, "16s"),
+        (Kind.STRING, 11, "11s"),
+        (Kind.OCTETS, 0, "0s"),
+        (Kind.DATETIME_S, 4, "I"),
+        (Kind.DATETIME_MS, 8, "Q"),
+        (Kind.DATETIME_NS, 8, "Q"),
+    ],
+)
+def test_template_kinds_unpack_with_their_struct_code(kind: Kind, size: int, code: str) -> None:
+    assert Field(name="x", offset=0, size=size, kind=kind).struct_code == code
+
+
+@pytest.mark.parametrize(
+    ("kind", "size"),
+    [(Kind.FLOAT, 2), (Kind.MAC, 8), (Kind.IPV6, 4), (Kind.BOOLEAN, 2), (Kind.DATETIME_MS, 4)],
+)
+def test_a_template_kind_of_the_wrong_size_is_refused(kind: Kind, size: int) -> None:
+    with pytest.raises(ValueError, match=f"a {kind.value} field has"):
+        Field(name="x", offset=0, size=size, kind=kind)
+
+
+def test_an_enterprise_element_has_another_fingerprint_than_ianas() -> None:
+    iana = Layout(name="a", size=4, fields=(Field(name="x", offset=0, size=4, element=8),))
+    pen = Field(name="x", offset=0, size=4, element=8, enterprise=9)
+    assert Layout(name="a", size=4, fields=(pen,)).fingerprint != iana.fingerprint
 
 
 def test_equal_fields_have_equal_fingerprints_whatever_the_layout_is_called() -> None:

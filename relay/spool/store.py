@@ -59,24 +59,15 @@ from typing import Self
 import trio
 
 from relay.errors import SpoolError
-from relay.spool import codec
 from relay.spool.appender import Appender
-from relay.spool.codec import FILE_HEADER_SIZE, FRAME_HEADER_SIZE, Stop
 from relay.spool.cursor import CURSOR_INTERVAL, CursorFile
-from relay.spool.files import (
-    SegmentReader,
-    compact,
-    cut_segment,
-    lock_directory,
-    salvage,
-    scan,
-    seal_segment,
-)
+from relay.spool.files import SegmentReader, lock_directory
 from relay.spool.policy import Limits
+from relay.spool.reading import BatchReader
 from relay.spool.recent import RecentWrites
 from relay.spool.recovery import Recovered, recover
 from relay.spool.stats import Counters, FsyncPolicy, Overflow, SpoolStats
-from relay.spool.table import Batch, Position, Segment, SegmentTable
+from relay.spool.table import Batch, Position, SegmentTable
 from relay.spool.writer import SegmentWriter
 
 __all__ = ["Batch", "FsyncPolicy", "Overflow", "Position", "Spool", "SpoolStats"]
@@ -93,7 +84,7 @@ class Spool:
 
     The facade: it owns the lifetimes (the directory lock, the descriptors, closing) and puts
     the parts together; the write path is the Appender's (relay/spool/appender.py, carrying out
-    relay/spool/policy.py).
+    relay/spool/policy.py), the read path the BatchReader's (relay/spool/reading.py).
     """
 
     def __init__(
@@ -118,7 +109,7 @@ class Spool:
 
         self._table = table
         self._files = SegmentWriter(directory, dir_fd=dir_fd, fsync=self._fsync)
-        self._reader = SegmentReader(directory)
+        reader = SegmentReader(directory)
         self._counts = Counters()
         self._readable: trio.Event | None = None
         self._recent = RecentWrites(recent_bytes)
@@ -127,10 +118,18 @@ class Spool:
             limits=limits,
             table=table,
             files=self._files,
-            reader=self._reader,
+            reader=reader,
             recent=self._recent,
             counts=self._counts,
             clock=clock,
+        )
+        self._batches = BatchReader(
+            table=table,
+            files=reader,
+            recent=self._recent,
+            counts=self._counts,
+            path=self._files.path,
+            normalize_cursor=self._appender.normalize_cursor,
         )
 
         # sync() runs in a worker thread (the writer guards the descriptors it fsyncs);
@@ -248,53 +247,9 @@ class Spool:
         """
         self._check_open()
         try:
-            return self._read(start, max_bytes)
+            return self._batches.read(start, max_bytes)
         except OSError as exc:
             raise SpoolError(f"cannot read the spool in {self._dir}: {exc}") from exc
-
-    def _read(self, start: Position | None, max_bytes: int) -> Batch:
-        # Bounded: each pass either returns or cuts a segment, which moves ``pos`` forward.
-        for _ in range(len(self._table.segments) + 2):
-            pos = self._table.resolve(start, self._index_of)
-            seg = self._table.segments[self._table.find(pos.segment)]
-            available = seg.data_end - pos.offset
-            if available <= 0:
-                return Batch(lines=[], start=pos, end=pos, nbytes=0)
-            # Frames read at once: the payload asked for, plus room for the frame headers.
-            chunk_limit = max_bytes + (max_bytes >> 4) + FRAME_HEADER_SIZE
-            recent = self._recent.take(pos.segment, pos.offset, max_bytes, chunk_limit)
-            if recent is not None:
-                end = Position(seg.id, recent.end_offset, recent.end_index)
-                return Batch(lines=recent.lines, start=pos, end=end, nbytes=recent.nbytes)
-            want = min(available, chunk_limit)
-            kept = self._recent.first(seg.id)
-            if kept is not None and kept > pos.offset:
-                want = min(want, kept - pos.offset)  # then the next read comes from memory
-            fd = self._reader.fd(seg.id)
-            chunk = os.pread(fd, want, pos.offset)
-            decoded = codec.decode_frames(chunk, max_bytes=max_bytes)
-            if decoded.count == 0 and decoded.stop is Stop.PARTIAL and decoded.need <= available:
-                # One line longer than the chunk: read exactly that frame.
-                chunk = os.pread(fd, decoded.need, pos.offset)
-                decoded = codec.decode_frames(chunk, max_bytes=max_bytes)
-            # [pos, data_end) holds only whole frames we wrote: no line where one is due, a
-            # failed check, or a frame running past data_end is damage.
-            damaged = (
-                decoded.count == 0
-                or decoded.stop is Stop.CORRUPT
-                or decoded.stop is Stop.SEAL
-                or (
-                    decoded.stop is Stop.PARTIAL
-                    and pos.offset + decoded.end + decoded.need > seg.data_end
-                )
-            )
-            if damaged:
-                self._salvage(seg, pos.offset + decoded.end, pos.index + decoded.count)
-            if decoded.count:
-                end = Position(seg.id, pos.offset + decoded.end, pos.index + decoded.count)
-                return Batch(lines=decoded.lines, start=pos, end=end, nbytes=decoded.nbytes)
-            start = pos
-        raise AssertionError("spool read did not converge")  # pragma: no cover
 
     async def wait_readable(self, after: Position) -> None:
         """Return once a line is pending after ``after``."""
@@ -313,7 +268,7 @@ class Spool:
         if position <= cursor:
             return  # stale (already committed, or dropped by drop-oldest)
         try:
-            i, target = self._table.commit_target(position, self._index_of)
+            i, target = self._table.commit_target(position, self._batches.index_of)
         except OSError as exc:
             raise SpoolError(f"cannot read the spool in {self._dir}: {exc}") from exc
         before = self._table.pending_lines
@@ -337,65 +292,6 @@ class Spool:
 
     def statistics(self) -> SpoolStats:
         return self._counts.snapshot(self._table, max_bytes=self._limits.max_bytes)
-
-    def _index_of(self, seg: Segment, offset: int) -> int:
-        """Line index at ``offset`` in ``seg``; ValueError unless it is a frame boundary."""
-        if offset <= FILE_HEADER_SIZE:
-            return 0
-        cursor = self._table.cursor
-        start, count = FILE_HEADER_SIZE, 0
-        if cursor.segment == seg.id and cursor.offset <= offset:
-            start, count = cursor.offset, cursor.index
-        end, count, _ = scan(self._reader.fd(seg.id), start, count, offset)
-        if end != offset:
-            raise ValueError(f"{seg.id}:{offset} is not a frame boundary in the spool")
-        return count
-
-    def _salvage(self, seg: Segment, at: int, lines_before: int) -> None:
-        """A frame at ``at`` failed its checks while being read: keep every intact frame after
-        it, skip (and count) only the damage.
-
-        The frames that follow the damage are found by their own checks (files.find_frame)
-        and moved down over it, so the segment holds only whole frames again and every
-        position before ``at`` stays valid. The seal goes first: a crash during the move
-        leaves an unsealed segment, which the next open reads and cuts at the first damage.
-        Nothing corrupt is ever sent: only frames that pass their checks are kept.
-        """
-        path = self._files.path(seg.id)
-        was_sealed = seg.sealed
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        try:
-            cut_segment(fd, seg.data_end)  # the seal, if any
-            runs = salvage(fd, at, seg.data_end)
-            end = compact(fd, runs, at)
-            kept = lines_before + sum(count for _, _, count in runs)
-            skipped_bytes = seg.data_end - end
-            lost = self._table.cut(seg, end, kept)
-            if seg is self._table.segments[-1]:
-                cut_segment(fd, end)  # appends (O_APPEND) go on at the new end
-            else:
-                seal_segment(fd, seg.id, kept, end)
-                self._table.sealed(seg)
-        finally:
-            os.close(fd)
-        self._counts.corrupt_frames += 1
-        self._counts.lines_lost_corrupt += lost
-        self._counts.truncated_bytes += skipped_bytes
-        logger.error(
-            "corrupt data in spool segment: %d lines skipped, the %d intact lines after it kept",
-            lost,
-            kept - lines_before,
-            extra={
-                "event": "spool_corrupt_frame",
-                "path": str(path),
-                "offset": at,
-                "lines_lost": lost,
-                "bytes": skipped_bytes,
-                "sealed": was_sealed,
-            },
-        )
-        self._recent.clear()  # offsets after ``at`` moved
-        self._appender.normalize_cursor()
 
     # ----------------------------------------------------------------------------- durability
 
@@ -483,7 +379,7 @@ class Spool:
 
     def _close_fds(self) -> None:
         self._closed = True
-        self._reader.close()
+        self._batches.close()
         self._cursor_file.close()
         self._files.close()
         lock_fd, self._lock_fd = self._lock_fd, -1

@@ -1,8 +1,8 @@
 """The spool's file operations: segment files, the one seal writer, scans, the directory lock.
 
 Each function does one system-level thing to one file and raises OSError as it comes: the
-facade (relay/spool/store.py) decides what an error means (ENOSPC is a full disk, counted;
-anything else is a SpoolError). Formats are relay/spool/codec.py's.
+callers (the appender, the reader, recovery, the facade) decide what an error means (ENOSPC
+is a full disk, counted; anything else is a SpoolError). Formats are relay/spool/codec.py's.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """The spool's write policy, as pure decisions: sizes in, what to do out.
 
 The cap (max_bytes) bounds the size of all segment files together; RESERVE bytes of it stay
-free for the seals and header a rotation or restart writes. The facade (relay/spool/store.py)
-asks here before each line that does not take the fast path, and on a full file system, and
-carries out the answer (files, counters, logs): this module opens no file and keeps no state,
-so every rule of the cap, the overflow policy and a full disk can be tested by tables.
+free for the seals and header a rotation or restart writes. The write path
+(relay/spool/appender.py) asks here before each line that does not take the fast path, and on
+a full file system, and carries out the answer (files, counters, logs): this module opens no
+file and keeps no state, so every rule of the cap, the overflow policy and a full disk can be
+tested by tables.
 
 - place_line(): where the next line goes. It fits: APPEND it, or ROTATE first when the active
   segment is full. It does not fit under the cap: with drop-oldest, DROP_OLDEST (the oldest

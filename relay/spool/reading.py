@@ -50,7 +50,8 @@ class BatchReader:
 
     def read(self, start: Position | None, max_bytes: int) -> Batch:
         """Spool.read(); raises OSError as it comes."""
-        # Bounded: each pass either returns or cuts a segment, which moves ``pos`` forward.
+        # Bounded: each pass either returns or repairs the damage at ``pos`` (salvage), after
+        # which an intact frame or the end of the segment is there.
         for _ in range(len(self._table.segments) + 2):
             pos = self._table.resolve(start, self.index_of)
             seg = self._table.segments[self._table.find(pos.segment)]

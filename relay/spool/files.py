@@ -14,7 +14,7 @@ import os
 import re
 from pathlib import Path
 
-from relay.errors import SpoolError
+from relay.errors import SpoolDiskFull, SpoolError
 from relay.spool import codec
 from relay.spool.codec import Stop
 
@@ -279,6 +279,13 @@ def lock_directory(directory: Path) -> int:
         directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
+        if exc.errno in NO_SPACE:
+            # Transient: an existing spool opens on a full disk, but a new one cannot be made
+            # until space (or an inode) is free; exit 75 so that systemd tries again.
+            raise SpoolDiskFull(
+                f"cannot create the spool directory {directory}: {exc.strerror}; "
+                "the relay starts once its file system has room"
+            ) from exc
         raise SpoolError(
             f"cannot use spool directory {directory}: {exc.strerror or exc}; "
             "create it writable for the relay's user or set spool.directory"

@@ -190,3 +190,28 @@ def test_carrying_out_the_policy_keeps_the_cap_and_drops_only_what_it_must(
         if dropped and not accepted:
             # Everything went, and the line was still too long: an empty spool is left.
             assert table.pending_lines == 0
+
+
+@given(
+    frame=st.integers(FRAME_HEADER_SIZE, 3_000),
+    active_end=st.integers(FILE_HEADER_SIZE, 1_200),
+    disk_bytes=st.integers(FILE_HEADER_SIZE, 10_100),
+    segments=st.integers(1, 12),
+)
+def test_what_the_fast_path_takes_the_policy_would_append(
+    frame: int, active_end: int, disk_bytes: int, segments: int
+) -> None:
+    """The facade's fast path tests Limits.fits_active inline: it must never take a line that
+    place_line would rotate for, drop for or refuse."""
+    for limits in (OLDEST, NEWEST):
+        if limits.fits_active(active_end=active_end, disk_bytes=disk_bytes, size=frame):
+            for used in (False, True):
+                step = place_line(
+                    limits,
+                    frame=frame,
+                    active_end=active_end,
+                    active_used=used,
+                    disk_bytes=disk_bytes,
+                    segments=segments,
+                )
+                assert step is Step.APPEND

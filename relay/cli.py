@@ -19,8 +19,10 @@ from relay.errors import (
     EX_FAILURE,
     EX_INTERRUPTED,
     EX_OK,
+    EX_TEMPFAIL,
     EX_USAGE,
     ConfigError,
+    SpoolDiskFull,
     SpoolError,
     UsageError,
 )
@@ -325,6 +327,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(exc, file=sys.stderr)
         return EX_USAGE
+    except SpoolDiskFull as exc:
+        print(f"relay: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
     except (ConfigError, SpoolError) as exc:
         print(f"relay: {exc}", file=sys.stderr)
         return EX_CONFIG

@@ -4,7 +4,8 @@
 - ConfigError / CertificateError: start-up stops with one sentence, exit code 78.
 - UsageError: bad command line, exit code 2.
 - EndpointError: stays inside the forwarder (nothing acknowledged, back off, retry).
-- SpoolError: the disk buffer cannot be used at all (permissions, disk gone).
+- SpoolError: the disk buffer cannot be used at all (permissions, disk gone): exit code 78.
+  SpoolDiskFull, its file system is full for now: exit code 75, which systemd retries.
 
 Anything else escaping a boundary is a bug.
 
@@ -23,6 +24,9 @@ EX_USAGE = 2
 # sysexits.h EX_CONFIG: the configuration cannot work. The systemd unit's
 # RestartPreventExitStatus=78 stops the restart loop on it.
 EX_CONFIG = 78
+# sysexits.h EX_TEMPFAIL: a temporary condition (the spool's file system is full); the unit's
+# Restart=always retries it, so the relay starts once space is free.
+EX_TEMPFAIL = 75
 # Ctrl-C before the relay's own signal handling was in place (128 + SIGINT).
 EX_INTERRUPTED = 130
 
@@ -78,6 +82,11 @@ class CertificateError(ConfigError):
 
 class SpoolError(RelayError):
     """The spool directory cannot be used (permissions, missing disk)."""
+
+
+class SpoolDiskFull(SpoolError):
+    """The spool directory cannot be created or opened because its file system is full
+    (exit code 75, EX_TEMPFAIL): transient, unlike a configuration error."""
 
 
 class EndpointError(RelayError):

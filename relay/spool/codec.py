@@ -19,7 +19,7 @@ Why this shape:
   makes an all-zero header invalid: zero-filled blocks are what a power cut tends to leave.
 - CRC-32 catches every burst of up to 32 flipped bits, so every single flip in a payload or
   in the crc field is caught too. Together: every single-bit flip in a segment is detected,
-  deterministically (tests/test_spool.py checks each one).
+  deterministically (tests/spool/test_store.py checks each one).
 - The seal records the segment's line count, so a restart trusts a sealed segment's count
   without reading it; frames are still checked when they are read.
 
@@ -250,7 +250,7 @@ class SegmentScan:
     lines: list[bytes]
     """The intact prefix of lines."""
     end: int
-    """Offset just past the last intact line frame: where a damaged segment is cut."""
+    """Offset just past the last intact line frame: where the damage starts, if any."""
     sealed: bool
     """True only for a whole segment: valid header, intact frames, a seal that matches."""
     stop: Stop

@@ -1,8 +1,8 @@
 """The spool's file operations: segment files, the one seal writer, scans, the directory lock.
 
 Each function does one system-level thing to one file and raises OSError as it comes: the
-facade (relay/spool/store.py) decides what an error means (ENOSPC is a full disk, counted;
-anything else is a SpoolError). Formats are relay/spool/codec.py's.
+callers (the appender, the reader, recovery, the facade) decide what an error means (ENOSPC
+is a full disk, counted; anything else is a SpoolError). Formats are relay/spool/codec.py's.
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ import os
 import re
 from pathlib import Path
 
-from relay.errors import SpoolError
+from relay.errors import SpoolDiskFull, SpoolError
 from relay.spool import codec
 from relay.spool.codec import Stop
 
 __all__ = [
     "NO_SPACE",
     "SegmentReader",
+    "check_mismatches",
     "compact",
     "create_segment",
     "cut_segment",
@@ -39,6 +40,13 @@ NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 _SEGMENT_RE = re.compile(r"(\d{1,19})\.seg")
 _SCAN_CHUNK = 1 << 20
+_SEAL_FLAG = codec.MAX_LINE + 1  # bit 23 of a frame word (codec.py)
+_RESYNC_BUDGET = 16 << 20
+"""CRC bytes one find_frame() spends on candidates that no run of frame headers follows:
+about 10 ms, and far more than a real frame closely followed by more damage needs."""
+_LOOKAHEAD = 3
+"""Frame headers that must follow a candidate for it to be checked beyond the budget: a false
+candidate passes with odds of about 1 in 2**32 (each check byte 1 in 256)."""
 
 
 def segment_name(segment: int) -> str:
@@ -130,25 +138,79 @@ def find_frame(fd: int, start: int, stop: int) -> int | None:
 
     For resynchronising after damage: a frame's check byte and CRC make a false match
     vanishingly rare (1 in 2**40 per offset), so what is found is a frame that was written.
-    Rarely needed, so plain: one candidate offset at a time, the check byte first.
+
+    It runs on the trio thread, inside a read(), so a long damaged stretch must not cost
+    seconds. The check byte is tested at every offset of a chunk at once (check_mismatches)
+    and bytes.find jumps between the offsets that pass: a zeroed or garbage stretch is
+    crossed at C speed. A candidate's CRC covers the length its header claims (up to 8 MiB
+    of garbage), so CRCs are rationed: a candidate whose claimed end is followed by more
+    plausible frame headers (or the end of the data) is always checked, as a real frame
+    followed by real frames is; the others, at most _RESYNC_BUDGET bytes of CRC per search.
+    Beyond that budget, only an intact frame closely followed by more damage is skipped
+    (counted with the damage).
     """
+    budget = _RESYNC_BUDGET
     pos = start
     while pos + codec.FRAME_HEADER_SIZE <= stop:
         chunk = os.pread(fd, min(stop - pos, _SCAN_CHUNK), pos)
-        limit = len(chunk) - codec.FRAME_HEADER_SIZE
-        for i in range(limit + 1):
+        limit = len(chunk) - codec.FRAME_HEADER_SIZE  # last offset with a whole header
+        if limit < 0:
+            break
+        mismatches = check_mismatches(chunk)
+        i = mismatches.find(0, 0, limit + 1)
+        while i >= 0:
             word = int.from_bytes(chunk[i : i + 4], "little")
-            if (word ^ (word >> 8) ^ (word >> 16) ^ 0x5A) & 0xFF != word >> 24:
-                continue
             size = codec.FRAME_HEADER_SIZE + (word & codec.MAX_LINE)
-            if pos + i + size > stop:
-                continue
-            frame = chunk[i : i + size] if i + size <= len(chunk) else os.pread(fd, size, pos + i)
-            # A seal is not a line: decoding stops before it, with no line.
-            if codec.decode_frames(frame, max_lines=1, keep_lines=False).count == 1:
-                return pos + i
+            at = pos + i
+            # A seal is not a line (and decoding would stop before it, with no line).
+            if not word & _SEAL_FLAG and at + size <= stop:
+                likely = _headers_follow(fd, chunk, pos, at + size, stop)
+                if likely or budget > 0:
+                    if not likely:
+                        budget -= size
+                    if _intact(chunk, i, fd, at, size):
+                        return at
+            i = mismatches.find(0, i + 1, limit + 1)
         pos += limit + 1
     return None
+
+
+def check_mismatches(data: bytes) -> bytes:
+    """Byte i is 0 exactly where data[i:i+4] is a frame word with a valid check byte.
+
+    The check byte is b[i+3] == b[i] ^ b[i+1] ^ b[i+2] ^ 0x5A (codec.py); XORing the whole
+    buffer, as one integer, with itself shifted by one, two and three bytes computes
+    b[i] ^ b[i+1] ^ b[i+2] ^ b[i+3] ^ 0x5A for every i in a few passes in C. (The last three
+    bytes lack a whole word; callers look only at offsets with a whole frame header.)
+    """
+    n = int.from_bytes(data, "little")
+    x = n ^ (n >> 8) ^ (n >> 16) ^ (n >> 24)
+    return (x ^ int.from_bytes(b"\x5a" * len(data), "little")).to_bytes(len(data), "little")
+
+
+def _intact(chunk: bytes, i: int, fd: int, at: int, size: int) -> bool:
+    """The ``size`` bytes at ``at`` (``chunk[i:]`` if it holds them) are one intact line."""
+    frame = chunk[i : i + size] if i + size <= len(chunk) else os.pread(fd, size, at)
+    return codec.decode_frames(frame, max_lines=1, keep_lines=False).count == 1
+
+
+def _headers_follow(fd: int, chunk: bytes, base: int, at: int, stop: int) -> bool:
+    """The data ends at ``at``, or _LOOKAHEAD frame headers with valid check bytes follow
+    it, back to back within ``stop`` (``chunk`` holds the file from ``base``)."""
+    for _ in range(_LOOKAHEAD):
+        if at == stop:
+            return True
+        if at + codec.FRAME_HEADER_SIZE > stop:
+            return False
+        off = at - base
+        head = chunk[off : off + 4] if off + 4 <= len(chunk) else os.pread(fd, 4, at)
+        word = int.from_bytes(head, "little")
+        if (word ^ (word >> 8) ^ (word >> 16) ^ 0x5A) & 0xFF != word >> 24:
+            return False
+        at += codec.FRAME_HEADER_SIZE + (word & codec.MAX_LINE)  # a seal's too
+        if at > stop:
+            return False
+    return True
 
 
 def salvage(fd: int, start: int, stop: int) -> list[tuple[int, int, int]]:
@@ -217,6 +279,13 @@ def lock_directory(directory: Path) -> int:
         directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
+        if exc.errno in NO_SPACE:
+            # Transient: an existing spool opens on a full disk, but a new one cannot be made
+            # until space (or an inode) is free; exit 75 so that systemd tries again.
+            raise SpoolDiskFull(
+                f"cannot create the spool directory {directory}: {exc.strerror}; "
+                "the relay starts once its file system has room"
+            ) from exc
         raise SpoolError(
             f"cannot use spool directory {directory}: {exc.strerror or exc}; "
             "create it writable for the relay's user or set spool.directory"

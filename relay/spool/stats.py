@@ -39,13 +39,18 @@ class SpoolStats:
     lines_dropped_no_space: int
     """Lines refused because the file system was full (ENOSPC, quota) before the cap."""
     lines_lost_corrupt: int
-    """Lines known to have been written that lay after a corrupt frame and were cut."""
+    """Lines the spool knew it held that a read found damaged and skipped, never sent (the
+    intact frames after the damage are kept). A tail cut on open is not counted here: how
+    many lines it held is unknown (truncated_bytes says how much)."""
     corrupt_frames: int
-    """Frames (or segment headers) that failed their checks; each one cut a segment."""
+    """Damage found: a frame (or segment header) that failed its checks. On open an unsealed
+    segment is cut there (a bad header deletes the segment); a read skips only the damaged
+    stretch, resynchronising on the next intact frame. Counted once per damaged stretch."""
     torn_tails: int
     """Segments found on open ending inside a frame (a crash during a write)."""
     truncated_bytes: int
-    """Bytes cut off segments because of torn tails or corruption."""
+    """Bytes given up to damage: torn or corrupt tails cut on open, segments with a bad
+    header, and damaged stretches a read skipped."""
     syncs: int
     segments_deleted_on_open: int
     """Segment files an open deleted (delivered, empty or damaged; each one logged)."""

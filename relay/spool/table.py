@@ -1,10 +1,10 @@
 """The spool's segment table: which segments exist, what they hold, where the cursor is.
 
-Pure: no file is opened here. The facade (relay/spool/store.py) does the I/O and tells the
-table what happened (a segment added, frames appended, a segment sealed or cut); the table
-keeps the totals that statistics() reports in O(1) and answers the position arithmetic
-(find, resolve, commit, normalise). What a position means, and why a hand-made position is
-checked by reading, is said on Position.
+Pure: no file is opened here. The facade and its parts (store.py, appender.py, reading.py,
+recovery.py) do the I/O and tell the table what happened (a segment added, frames appended, a
+segment sealed, or cut to what a repair kept); the table keeps the totals that statistics()
+reports in O(1) and answers the position arithmetic (find, resolve, commit, normalise). What
+a position means, and why a hand-made position is checked by reading, is said on Position.
 
 Every segment the table gives up (normalise_cursor, pop_oldest) is returned to the caller,
 which deletes its file: the table never decides alone that data is gone without the caller
@@ -73,8 +73,8 @@ class Segment:
 
 
 IndexOf = Callable[[Segment, int], int]
-"""Line index at an offset of a segment, by reading it (the facade's scan); ValueError unless
-the offset is a frame boundary."""
+"""Line index at an offset of a segment, by reading it (BatchReader.index_of); ValueError
+unless the offset is a frame boundary."""
 
 
 class SegmentTable:

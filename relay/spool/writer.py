@@ -1,8 +1,9 @@
 """The spool's writer: the active segment's descriptor, the rotated segments that wait for
 sync(), whether the directory changed, and the one path that makes all of it durable.
 
-It does the file work the facade (relay/spool/store.py) decides on, and raises OSError as it
-comes; which segment is active and what it holds is the segment table's (relay/spool/table.py).
+It does the file work the appender (relay/spool/appender.py) and the facade decide on, and
+raises OSError as it comes; which segment is active and what it holds is the segment table's
+(relay/spool/table.py).
 
 Threads: sync_data() and sync_directory() run in sync()'s worker thread while the trio thread
 appends, rotates and deletes. ``_lock`` guards the descriptors and the directory flag and is

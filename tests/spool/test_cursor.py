@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
-from relay.spool import FsyncPolicy, Spool, codec
+import pytest
+
+from relay.spool import FsyncPolicy, Position, Spool, codec
 from relay.spool.codec import FILE_HEADER_SIZE
+from relay.spool.cursor import CursorFile
 
 from .tmpfs import fill, tmpfs
 
@@ -84,3 +88,33 @@ def test_a_cursor_file_of_the_older_format_is_read(tmp_path: Path) -> None:
     with Spool.open(tmp_path) as spool:
         assert spool.statistics().pending_lines == 6
     assert os.path.getsize(tmp_path / "cursor") == 256
+
+
+def test_a_failing_cursor_write_is_logged_a_few_times_then_with_what_was_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cursor write that keeps failing (here: the path is a directory) warns the first five
+    times per 10 s, then once more when the interval is over, saying how many were muted."""
+    now = [0.0]
+    (tmp_path / "cursor").mkdir()
+    cursor_file = CursorFile(tmp_path, clock=lambda: now[0])
+    caplog.set_level(logging.WARNING)
+
+    def warnings() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if getattr(r, "event", "") == "spool_cursor_write_failed"]
+
+    try:
+        assert not cursor_file.open(Position(1, FILE_HEADER_SIZE, 0))
+        for i in range(1, 30):
+            now[0] = i * 0.1  # three seconds of commits
+            cursor_file.write(
+                Position(1, FILE_HEADER_SIZE + i, i), durable=False, now=now[0], wait=True
+            )
+        assert len(warnings()) == 5
+        assert all("cannot write the spool cursor" in r.getMessage() for r in warnings())
+        now[0] = 10.5
+        cursor_file.write(Position(2, FILE_HEADER_SIZE, 0), durable=True, now=now[0], wait=True)
+        assert len(warnings()) == 6
+        assert getattr(warnings()[-1], "skipped", None) == 25
+    finally:
+        cursor_file.close()

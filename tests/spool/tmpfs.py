@@ -13,11 +13,13 @@ __all__ = ["fill", "tmpfs"]
 
 
 @contextlib.contextmanager
-def tmpfs(directory: Path, *, kib: int) -> Iterator[Path]:
-    """Mount a tmpfs of ``kib`` KiB on ``directory`` (skip the test if not permitted)."""
+def tmpfs(directory: Path, *, kib: int, inodes: int | None = None) -> Iterator[Path]:
+    """Mount a tmpfs of ``kib`` KiB (and at most ``inodes`` files and directories, the root
+    included) on ``directory``; skip the test if not permitted."""
     directory.mkdir(parents=True, exist_ok=True)
+    options = f"size={kib}k,mode=0700" + (f",nr_inodes={inodes}" if inodes else "")
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={kib}k,mode=0700", "tmpfs", str(directory)],
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(directory)],
         capture_output=True,
         text=True,
         check=False,

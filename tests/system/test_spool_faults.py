@@ -3,12 +3,15 @@
 - The relay leaves the full disk by itself: once the backlog is delivered, new records are
   accepted and delivered again (issue 10, defect 1: the default 32 MiB segment is larger than
   the disk, so the active segment is the only one).
-- A restart on a full disk starts with what is there instead of exiting 78 (defect 2).
+- A restart on a full disk starts with what is there instead of exiting 78 (defect 2); a spool
+  directory that cannot be created for want of space exits 75, which systemd retries.
 """
 
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,9 +20,10 @@ from pathlib import Path
 import trio
 from spool.tmpfs import fill, tmpfs
 from support.netflow_builder import Header, Record, datagram
-from support.relayproc import LOOPBACK, RelayProcess, relay_processes, tls_args
+from support.relayproc import LOOPBACK, START_TIMEOUT, RelayProcess, relay_processes, tls_args
 
 from relay.certs import TlsFiles, server_context
+from relay.errors import EX_TEMPFAIL
 from relay.testing.sink import SyslogSink
 
 RECORDS = 30
@@ -179,3 +183,43 @@ async def test_a_restart_on_a_full_disk_does_not_exit_78(
         assert opened["pending_lines"] >= pending > 0
         second.signal(15)
         assert await second.wait_async(timeout=15) == 0, second.log_tail()
+
+
+def test_no_room_to_create_the_spool_directory_exits_75_with_one_sentence(
+    tmp_path: Path, tls_client: TlsFiles
+) -> None:
+    """ENOSPC is transient: exit 75 (EX_TEMPFAIL, which the unit's Restart= retries), not 78
+    (a configuration error, which stops the restarts). On tmpfs a directory needs an inode,
+    not a block, so the file system is full of inodes here."""
+    config = write_config(tmp_path)
+    with tmpfs(tmp_path / "disk", kib=DISK_KIB, inodes=4) as disk:
+        for i in range(10):  # the root is one inode; take the rest
+            try:
+                (disk / f"taken{i}").touch()
+            except OSError:
+                break
+        spool = disk / "spool"
+        args = relay_args(config, spool, 9, tls_client)  # no endpoint is reached
+        ran = subprocess.run(
+            [sys.executable, "-m", "relay", "run", *args],
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT,
+            check=False,
+        )
+        assert ran.returncode == EX_TEMPFAIL, ran.stderr
+        # Beside the JSON log lines (a receive-buffer warning comes first), one sentence.
+        (sentence,) = [ln for ln in ran.stderr.splitlines() if not ln.startswith("{")]
+        assert sentence == (
+            f"relay: cannot create the spool directory {spool}: No space left on device; "
+            "the relay starts once its file system has room"
+        )
+        # Once there is room the same command starts.
+        for taken in disk.glob("taken*"):
+            taken.unlink()
+        with relay_processes() as made:
+            relay = RelayProcess(args, tmp_path / "relay.log")
+            made.append(relay)
+            relay.start()
+            relay.signal(15)
+            assert relay.wait(timeout=15) == 0, relay.log_tail()

@@ -1,15 +1,14 @@
 """Prometheus text exposition (format 0.0.4) and the /metrics + /healthz endpoint.
 
-The exposition is checked with a small strict reader written here from the format's
-description (HELP/TYPE lines, then ``name{label="value",...} number``; label values escape
-backslash, double quote and newline; HELP text escapes backslash and newline), and the
-endpoint with real HTTP requests over loopback.
+The exposition is checked with the suite's one strict reader (relay.testing.prometheus),
+written from the format's description (HELP/TYPE lines, then ``name{label="value",...}
+number``; label values escape backslash, double quote and newline; HELP text escapes
+backslash and newline), and the endpoint with real HTTP requests over loopback.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 import trio
@@ -17,70 +16,7 @@ import trio.testing
 
 from relay.errors import ConfigError
 from relay.metrics import Family, Registry, RelayMetrics, render_families, serve_http
-
-# ---- a strict reader of the text format -----------------------------------------------------
-
-_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
-_SAMPLE = re.compile(rf"^({_NAME})(?:\{{(.*)\}})? (\S+)$")
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"')
-_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
-
-
-@dataclass
-class Parsed:
-    help: str
-    kind: str
-    samples: dict[tuple[tuple[str, str], ...], float] = field(default_factory=dict)
-
-
-def _unescape(text: str) -> str:
-    return re.sub(r'\\[\\"n]', lambda m: _UNESCAPE[m.group()], text)
-
-
-def _labels(text: str) -> tuple[tuple[str, str], ...]:
-    out = []
-    pos = 0
-    while pos < len(text):
-        m = _LABEL.match(text, pos)
-        assert m, f"bad label set at {text[pos:]!r}"
-        out.append((m.group(1), _unescape(m.group(2))))
-        pos = m.end()
-        if pos < len(text):
-            assert text[pos] == ",", f"labels not comma-separated: {text!r}"
-            pos += 1
-    return tuple(out)
-
-
-def parse_exposition(text: str) -> dict[str, Parsed]:
-    """Families by name; fails on anything a Prometheus server would reject."""
-    assert text.endswith("\n"), "the exposition ends with a newline"
-    families: dict[str, Parsed] = {}
-    current: str | None = None
-    pending_help: dict[str, str] = {}
-    for line in text[:-1].split("\n"):
-        if line.startswith("# HELP "):
-            name, _, doc = line[7:].partition(" ")
-            assert re.fullmatch(_NAME, name), line
-            assert "\\" not in re.sub(r"\\[\\n]", "", doc), f"unescaped backslash: {line!r}"
-            pending_help[name] = _unescape(doc)
-        elif line.startswith("# TYPE "):
-            name, _, kind = line[7:].partition(" ")
-            assert kind in ("counter", "gauge", "histogram", "summary", "untyped"), line
-            assert name not in families, f"family {name} appears twice"
-            families[name] = Parsed(help=pending_help.pop(name, ""), kind=kind)
-            current = name
-        elif line.startswith("#") or not line:
-            continue
-        else:
-            m = _SAMPLE.match(line)
-            assert m, f"not a sample line: {line!r}"
-            name, labels, value = m.group(1), m.group(2) or "", m.group(3)
-            assert name == current, f"sample {name} outside its family ({current})"
-            key = _labels(labels)
-            assert key not in families[name].samples, f"duplicate sample {line!r}"
-            families[name].samples[key] = float(value)
-    return families
-
+from relay.testing.prometheus import parse_families
 
 # ---- rendering ------------------------------------------------------------------------------
 
@@ -101,7 +37,7 @@ def test_counter_and_gauge_render_with_help_and_type() -> None:
     assert 'demo_packets_total{version="5"} 4\n' in text
     assert 'demo_packets_total{version="other"} 2\n' in text
     assert "demo_pending 7\n" in text
-    parsed = parse_exposition(text)
+    parsed = parse_families(text)
     assert parsed["demo_packets_total"].kind == "counter"
     assert parsed["demo_pending"].kind == "gauge"
     assert parsed["demo_pending"].help == "Lines waiting"
@@ -115,7 +51,7 @@ def test_numbers_render_as_prometheus_reads_them() -> None:
     text = render_families([fam])
     assert 'x{k="int"} 3\n' in text
     assert 'x{k="fraction"} 0.25\n' in text
-    assert parse_exposition(text)["x"].samples[(("k", "big"),)] == 2**53
+    assert parse_families(text)["x"].samples[(("k", "big"),)] == 2**53
 
 
 def test_family_get_inc_set() -> None:
@@ -142,7 +78,7 @@ def test_label_values_escape_backslash_and_quote() -> None:
     fam.inc(1, (("reason", odd),))
     text = render_families([fam])
     assert r'm_total{reason="say \"hi\" \\ bye"} 1' in text
-    assert parse_exposition(text)["m_total"].samples == {(("reason", odd),): 1}
+    assert parse_families(text)["m_total"].samples == {(("reason", odd),): 1}
 
 
 def test_label_values_escape_newline() -> None:
@@ -152,7 +88,7 @@ def test_label_values_escape_newline() -> None:
     fam.inc(1, (("reason", "two\nlines"),))
     text = render_families([fam])
     assert 'm_total{reason="two\\nlines"} 1\n' in text
-    assert parse_exposition(text)["m_total"].samples == {(("reason", "two\nlines"),): 1}
+    assert parse_families(text)["m_total"].samples == {(("reason", "two\nlines"),): 1}
 
 
 def test_help_text_escapes_backslash_and_newline() -> None:
@@ -160,7 +96,7 @@ def test_help_text_escapes_backslash_and_newline() -> None:
     fam.inc()
     text = render_families([fam])
     assert "# HELP h_total a \\\\ b\\nc\n" in text
-    assert parse_exposition(text)["h_total"].help == "a \\ b\nc"
+    assert parse_families(text)["h_total"].help == "a \\ b\nc"
 
 
 def test_collectors_run_before_each_render() -> None:
@@ -191,7 +127,7 @@ SPEC_FAMILIES = {
 
 
 def test_relay_metrics_have_the_contract_names_and_types() -> None:
-    parsed = parse_exposition(RelayMetrics().registry.render())
+    parsed = parse_families(RelayMetrics().registry.render())
     for name, kind in SPEC_FAMILIES.items():
         assert name in parsed, f"{name} missing from /metrics"
         assert parsed[name].kind == kind, name
@@ -206,7 +142,7 @@ def test_unlabelled_families_show_zero_before_anything_happens() -> None:
     # An operator's first scrape (or alert rule) looks for e.g. flowrelay_packets_denied_total;
     # a family with no sample line reads as "metric absent", not 0 (Prometheus' own client
     # libraries export unlabelled metrics as 0 from the start).
-    parsed = parse_exposition(RelayMetrics().registry.render())
+    parsed = parse_families(RelayMetrics().registry.render())
     for name in (
         "flowrelay_records_decoded_total",
         "flowrelay_packets_denied_total",
@@ -280,12 +216,12 @@ async def test_get_metrics_serves_the_current_exposition() -> None:
         nursery.cancel_scope.cancel()
     assert first.status == 200
     assert first.headers["content-type"].startswith("text/plain; version=0.0.4")
-    parsed = parse_exposition(first.body)
+    parsed = parse_families(first.body)
     assert parsed["flowrelay_packets_received_total"].samples[(("version", "5"),)] == 3
     assert parsed["flowrelay_packets_malformed_total"].samples == {
         (("reason", "short_records"),): 1
     }
-    assert parse_exposition(second.body)["flowrelay_packets_received_total"].samples == {
+    assert parse_families(second.body)["flowrelay_packets_received_total"].samples == {
         (("version", "5"),): 5
     }
 

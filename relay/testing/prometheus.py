@@ -1,18 +1,24 @@
 """A reader of the Prometheus text exposition format 0.0.4, for tests and benchmarks.
 
 Written from the format description rather than with the relay's own code, so that it
-checks the relay's output instead of agreeing with it: a sample line that is not in the
-format, a label set that does not read back the same, or a series repeated is a ValueError.
+checks the relay's output instead of agreeing with it. It is strict: anything a Prometheus
+server would reject (a sample outside its TYPE family, a malformed label set or escape, an
+unescaped backslash in HELP, a family or series twice, no final newline) is a ValueError.
+:func:`parse_families` gives the families as written; :func:`parse_metrics` the samples by
+name and labels, which is what most tests ask about.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-_SAMPLE_RE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)")
-_LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+_SAMPLE = re.compile(rf"({_NAME})(?:\{{(.*)\}})? (\S+)")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"')
+_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
+_KINDS = frozenset({"counter", "gauge", "histogram", "summary", "untyped"})
 
 Labels = frozenset[tuple[str, str]]
 
@@ -48,35 +54,81 @@ class Scrape:
         }
 
 
-def parse_metrics(text: str) -> Scrape:
-    samples: dict[tuple[str, Labels], float] = {}
-    types: dict[str, str] = {}
-    helps: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ", 3)
-            types[name] = kind
-            continue
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricFamily:
+    """One family: its HELP text (unescaped), its TYPE, and its samples by label tuple in
+    the order written."""
+
+    help: str
+    kind: str
+    samples: dict[tuple[tuple[str, str], ...], float] = field(default_factory=dict)
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r'\\[\\"n]', lambda m: _UNESCAPE[m.group()], text)
+
+
+def _labels(text: str, number: int) -> tuple[tuple[str, str], ...]:
+    out = []
+    pos = 0
+    while pos < len(text):
+        m = _LABEL.match(text, pos)
+        if m is None:
+            raise ValueError(f"line {number}: bad label set at {text[pos:]!r}")
+        out.append((m.group(1), _unescape(m.group(2))))
+        pos = m.end()
+        if pos < len(text):
+            if text[pos] != ",":
+                raise ValueError(f"line {number}: labels not comma-separated: {text!r}")
+            pos += 1
+    return tuple(out)
+
+
+def parse_families(text: str) -> dict[str, MetricFamily]:
+    """Families by name, in the order written."""
+    if not text.endswith("\n"):
+        raise ValueError("the exposition does not end with a newline")
+    families: dict[str, MetricFamily] = {}
+    current: str | None = None
+    pending_help: dict[str, str] = {}
+    for number, line in enumerate(text[:-1].split("\n"), 1):
         if line.startswith("# HELP "):
-            _, _, name, *rest = line.split(" ", 3)
-            helps[name] = rest[0] if rest else ""
+            name, _, doc = line[7:].partition(" ")
+            if not re.fullmatch(_NAME, name) or "\\" in re.sub(r"\\[\\n]", "", doc):
+                raise ValueError(f"line {number}: bad HELP line {line!r}")
+            pending_help[name] = _unescape(doc)
+        elif line.startswith("# TYPE "):
+            name, _, kind = line[7:].partition(" ")
+            if kind not in _KINDS or not re.fullmatch(_NAME, name):
+                raise ValueError(f"line {number}: bad TYPE line {line!r}")
+            if name in families:
+                raise ValueError(f"line {number}: family {name} appears twice")
+            families[name] = MetricFamily(help=pending_help.pop(name, ""), kind=kind)
+            current = name
+        elif line.startswith("#") or not line:
             continue
-        if line.startswith("#"):
-            continue
-        match = _SAMPLE_RE.fullmatch(line)
-        if match is None:
-            raise ValueError(f"line {number} of /metrics is not a sample: {line!r}")
-        name, label_text, value = match.groups()
-        labels: Labels = frozenset()
-        if label_text:
-            pairs = _LABEL_RE.findall(label_text)
-            rebuilt = ",".join(f'{k}="{v}"' for k, v in pairs)
-            if rebuilt != label_text.rstrip(","):
-                raise ValueError(f"line {number}: labels not in the text format: {line!r}")
-            labels = frozenset(pairs)
-        if (name, labels) in samples:
-            raise ValueError(f"line {number}: series {name}{label_text or ''} repeated")
-        samples[(name, labels)] = float(value)
-    return Scrape(samples=samples, types=types, helps=helps)
+        else:
+            m = _SAMPLE.fullmatch(line)
+            if m is None:
+                raise ValueError(f"line {number} is not a sample: {line!r}")
+            name, label_text, value = m.group(1), m.group(2) or "", m.group(3)
+            if name != current or current is None:
+                raise ValueError(f"line {number}: sample {name} outside its family ({current})")
+            key = _labels(label_text, number)
+            if key in families[name].samples:
+                raise ValueError(f"line {number}: series {name}{{{label_text}}} repeated")
+            families[name].samples[key] = float(value)
+    return families
+
+
+def parse_metrics(text: str) -> Scrape:
+    families = parse_families(text)
+    return Scrape(
+        samples={
+            (name, frozenset(labels)): value
+            for name, family in families.items()
+            for labels, value in family.samples.items()
+        },
+        types={name: family.kind for name, family in families.items()},
+        helps={name: family.help for name, family in families.items()},
+    )

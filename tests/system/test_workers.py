@@ -17,6 +17,7 @@ import pytest
 import trio
 
 from relay.certs import TlsFiles, server_context
+from relay.testing.prometheus import parse_metrics
 from relay.testing.sink import SyslogSink
 from relay.testing.synth import SyntheticExporter
 
@@ -47,11 +48,7 @@ def _get(url: str) -> tuple[int, str]:
 
 
 def _metric(text: str, name: str) -> float:
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name) and not line.startswith("#")
-    )
+    return parse_metrics(text).total(name)
 
 
 async def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:

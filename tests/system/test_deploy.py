@@ -30,6 +30,7 @@ from relay.certs import TlsFiles, server_context
 from relay.cli import build_parser
 from relay.config import ENDPOINT_KEYS, SCHEMA, load, with_endpoints
 from relay.errors import UsageError
+from relay.testing.ports import free_port
 from relay.testing.sink import SyslogSink
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -362,13 +363,6 @@ def test_sysctl_allows_the_default_receive_buffer() -> None:
 # ---- the unit's command line, run for real -----------------------------------------------
 
 
-def free_port(kind: socket.SocketKind) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def test_unit_command_runs_passes_healthcheck_and_drains(
     tmp_path: Path, tls_ca: TlsFiles, tls_server: TlsFiles, tls_client: TlsFiles
 ) -> None:
@@ -381,7 +375,7 @@ async def test_unit_command_runs_passes_healthcheck_and_drains(
     for file in credentials.iterdir():
         file.chmod(0o400)
 
-    udp, metrics = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+    udp, metrics = free_port(kind=socket.SOCK_DGRAM), free_port(kind=socket.SOCK_STREAM)
     context = server_context(cert=tls_server.cert, key=tls_server.key, client_ca=tls_ca.ca)
     sink = SyslogSink(ssl_context=context)
     argv = [

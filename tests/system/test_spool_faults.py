@@ -59,9 +59,11 @@ class Feed:
 
 
 @asynccontextmanager
-async def sink_on(port: int, tls_server: TlsFiles, tls_ca: TlsFiles) -> AsyncIterator[SyslogSink]:
+async def sink_on(
+    port: int, tls_server: TlsFiles, tls_ca: TlsFiles, *, keep_lines: int | None = 0
+) -> AsyncIterator[SyslogSink]:
     context = server_context(cert=tls_server.cert, key=tls_server.key, client_ca=tls_ca.ca)
-    sink = SyslogSink(ssl_context=context, port=port, keep_lines=0)
+    sink = SyslogSink(ssl_context=context, port=port, keep_lines=keep_lines)
     async with trio.open_nursery() as nursery:
         await nursery.start(sink.run)
         yield sink

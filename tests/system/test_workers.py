@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -10,13 +11,14 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import trio
 
 from relay.certs import TlsFiles, server_context
+from relay.testing.ports import free_port
 from relay.testing.prometheus import parse_metrics
 from relay.testing.sink import SyslogSink
 from relay.testing.synth import SyntheticExporter
@@ -25,16 +27,44 @@ DATAGRAMS = 40
 RECORDS = 30
 
 
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _run_args(
+    tmp_path: Path, tls_ca: TlsFiles, tls_client: TlsFiles, ports: tuple[int, int, int]
+) -> list[str]:
+    udp_port, sink_port, metrics_port = ports
+    return [
+        "--workers", "2",
+        "--listen", f"127.0.0.1:{udp_port}", "--endpoint", f"127.0.0.1:{sink_port}",
+        "--ca", str(tls_ca.ca), "--cert", str(tls_client.cert),
+        "--key", str(tls_client.key), "--server-name", "localhost",
+        "--spool", str(tmp_path / "spool"), "--metrics", f"127.0.0.1:{metrics_port}",
+    ]  # fmt: skip
 
 
-def _free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@contextlib.contextmanager
+def _supervisor(args: list[str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``relay run ARGS`` with its log in ``log_path``; killed on the way out if still up."""
+    with log_path.open("wb") as log_file:
+        relay = subprocess.Popen([sys.executable, "-m", "relay", "run", *args], stderr=log_file)
+        try:
+            yield relay
+        finally:
+            if relay.poll() is None:
+                relay.kill()
+                relay.wait()
+
+
+async def _workers_up(metrics: str) -> None:
+    await _wait_for(
+        lambda: _get(f"{metrics}/healthz")[1].startswith("ok workers_up=2/2"),
+        20,
+        "both workers up",
+    )
+
+
+async def _stop(relay: subprocess.Popen[bytes]) -> None:
+    relay.send_signal(signal.SIGTERM)
+    code = await trio.to_thread.run_sync(lambda: relay.wait(timeout=40))
+    assert code == 0
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -73,27 +103,13 @@ async def test_two_workers_share_the_port_and_survive_a_worker_crash(
     sink = SyslogSink(
         ssl_context=server_context(cert=tls_server.cert, key=tls_server.key, client_ca=tls_ca.ca)
     )
-    udp_port, metrics_port = _free_udp_port(), _free_tcp_port()
+    udp_port, metrics_port = free_port(kind=socket.SOCK_DGRAM), free_port()
     metrics = f"http://127.0.0.1:{metrics_port}"
     async with trio.open_nursery() as nursery:
         sink_port = await nursery.start(sink.run)
-        log_file = (tmp_path / "relay.log").open("wb")
-        relay = subprocess.Popen(
-            [
-                sys.executable, "-m", "relay", "run", "--workers", "2",
-                "--listen", f"127.0.0.1:{udp_port}", "--endpoint", f"127.0.0.1:{sink_port}",
-                "--ca", str(tls_ca.ca), "--cert", str(tls_client.cert),
-                "--key", str(tls_client.key), "--server-name", "localhost",
-                "--spool", str(tmp_path / "spool"), "--metrics", f"127.0.0.1:{metrics_port}",
-            ],
-            stderr=log_file,
-        )  # fmt: skip
-        try:
-            await _wait_for(
-                lambda: _get(f"{metrics}/healthz")[1].startswith("ok workers_up=2/2"),
-                20,
-                "both workers up",
-            )
+        args = _run_args(tmp_path, tls_ca, tls_client, (udp_port, sink_port, metrics_port))
+        with _supervisor(args, tmp_path / "relay.log") as relay:
+            await _workers_up(metrics)
             exporter = SyntheticExporter(rng=random.Random(5), boot_time=time.time() - 60)
             for _ in range(DATAGRAMS):
                 # A new socket per datagram: new source ports spread over both workers.
@@ -123,15 +139,8 @@ async def test_two_workers_share_the_port_and_survive_a_worker_crash(
                 20,
                 "the killed worker to be replaced",
             )
-            relay.send_signal(signal.SIGTERM)
-            code = await trio.to_thread.run_sync(lambda: relay.wait(timeout=40))
-            assert code == 0
-        finally:
-            if relay.poll() is None:
-                relay.kill()
-                relay.wait()
-            log_file.close()
-            nursery.cancel_scope.cancel()
+            await _stop(relay)
+        nursery.cancel_scope.cancel()
     # At least once: the killed worker resends what its last persisted cursor had not
     # passed, so duplicates are allowed; every line arrived.
     assert sink.statistics().lines >= expected
@@ -145,7 +154,7 @@ async def test_sighup_to_the_supervisor_is_logged_and_passed_on_and_every_worker
     sink = SyslogSink(
         ssl_context=server_context(cert=tls_server.cert, key=tls_server.key, client_ca=tls_ca.ca)
     )
-    udp_port, metrics_port = _free_udp_port(), _free_tcp_port()
+    udp_port, metrics_port = free_port(kind=socket.SOCK_DGRAM), free_port()
     metrics = f"http://127.0.0.1:{metrics_port}"
     log_path = tmp_path / "relay.log"
 
@@ -154,23 +163,9 @@ async def test_sighup_to_the_supervisor_is_logged_and_passed_on_and_every_worker
 
     async with trio.open_nursery() as nursery:
         sink_port = await nursery.start(sink.run)
-        log_file = log_path.open("wb")
-        relay = subprocess.Popen(
-            [
-                sys.executable, "-m", "relay", "run", "--workers", "2",
-                "--listen", f"127.0.0.1:{udp_port}", "--endpoint", f"127.0.0.1:{sink_port}",
-                "--ca", str(tls_ca.ca), "--cert", str(tls_client.cert),
-                "--key", str(tls_client.key), "--server-name", "localhost",
-                "--spool", str(tmp_path / "spool"), "--metrics", f"127.0.0.1:{metrics_port}",
-            ],
-            stderr=log_file,
-        )  # fmt: skip
-        try:
-            await _wait_for(
-                lambda: _get(f"{metrics}/healthz")[1].startswith("ok workers_up=2/2"),
-                20,
-                "both workers up",
-            )
+        args = _run_args(tmp_path, tls_ca, tls_client, (udp_port, sink_port, metrics_port))
+        with _supervisor(args, log_path) as relay:
+            await _workers_up(metrics)
             workers = sorted(_worker_pids(relay.pid))
             relay.send_signal(signal.SIGHUP)
             # The supervisor's line and one from each worker it passed the signal to.
@@ -186,15 +181,8 @@ async def test_sighup_to_the_supervisor_is_logged_and_passed_on_and_every_worker
                     s.sendto(exporter.datagram(5, RECORDS, time.time()), ("127.0.0.1", udp_port))
             await sink.wait_until(lambda st: st.lines >= DATAGRAMS * RECORDS, timeout=20)
 
-            relay.send_signal(signal.SIGTERM)
-            code = await trio.to_thread.run_sync(lambda: relay.wait(timeout=40))
-            assert code == 0
-        finally:
-            if relay.poll() is None:
-                relay.kill()
-                relay.wait()
-            log_file.close()
-            nursery.cancel_scope.cancel()
+            await _stop(relay)
+        nursery.cancel_scope.cancel()
     assert hangups() == 3
     assert "worker_restart" not in log_path.read_text(errors="replace")
 
@@ -206,7 +194,7 @@ async def test_a_restarted_worker_runs_with_the_supervisors_configuration_not_th
     sink = SyslogSink(
         ssl_context=server_context(cert=tls_server.cert, key=tls_server.key, client_ca=tls_ca.ca)
     )
-    udp_port, metrics_port = _free_udp_port(), _free_tcp_port()
+    udp_port, metrics_port = free_port(kind=socket.SOCK_DGRAM), free_port()
     metrics = f"http://127.0.0.1:{metrics_port}"
     log_path = tmp_path / "relay.log"
     async with trio.open_nursery() as nursery:
@@ -219,16 +207,8 @@ async def test_a_restarted_worker_runs_with_the_supervisors_configuration_not_th
             f'[[endpoint]]\nhost = "127.0.0.1"\nport = {sink_port}\nca = "{tls_ca.ca}"\n'
             f'cert = "{tls_client.cert}"\nkey = "{tls_client.key}"\nserver_name = "localhost"\n'
         )
-        log_file = log_path.open("wb")
-        relay = subprocess.Popen(
-            [sys.executable, "-m", "relay", "run", "-c", str(config_file)], stderr=log_file
-        )
-        try:
-            await _wait_for(
-                lambda: _get(f"{metrics}/healthz")[1].startswith("ok workers_up=2/2"),
-                20,
-                "both workers up",
-            )
+        with _supervisor(["-c", str(config_file)], log_path) as relay:
+            await _workers_up(metrics)
             # The file changes (here: breaks) while the relay runs; a worker then crashes.
             config_file.write_text("[listen]\nworkers = 0\n")
             victim = _worker_pids(relay.pid)[0]
@@ -248,13 +228,6 @@ async def test_a_restarted_worker_runs_with_the_supervisors_configuration_not_th
                     s.sendto(exporter.datagram(5, RECORDS, time.time()), ("127.0.0.1", udp_port))
             await sink.wait_until(lambda st: st.lines >= DATAGRAMS * RECORDS, timeout=20)
             assert sorted(os.listdir(tmp_path / "spool")) == ["worker-0", "worker-1"]
-            relay.send_signal(signal.SIGTERM)
-            code = await trio.to_thread.run_sync(lambda: relay.wait(timeout=40))
-            assert code == 0
-        finally:
-            if relay.poll() is None:
-                relay.kill()
-                relay.wait()
-            log_file.close()
-            nursery.cancel_scope.cancel()
+            await _stop(relay)
+        nursery.cancel_scope.cancel()
     assert "worker_config_error" not in log_path.read_text(errors="replace")

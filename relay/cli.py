@@ -22,8 +22,8 @@ from relay.errors import (
     EX_TEMPFAIL,
     EX_USAGE,
     ConfigError,
-    SpoolDiskFull,
     SpoolError,
+    SpoolTransient,
     UsageError,
 )
 from relay.framing import FRAMINGS
@@ -327,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(exc, file=sys.stderr)
         return EX_USAGE
-    except SpoolDiskFull as exc:
+    except SpoolTransient as exc:
         print(f"relay: {exc}", file=sys.stderr)
         return EX_TEMPFAIL
     except (ConfigError, SpoolError) as exc:

@@ -4,8 +4,11 @@
 - ConfigError / CertificateError: start-up stops with one sentence, exit code 78.
 - UsageError: bad command line, exit code 2.
 - EndpointError: stays inside the forwarder (nothing acknowledged, back off, retry).
-- SpoolError: the disk buffer cannot be used at all (permissions, disk gone): exit code 78.
-  SpoolDiskFull, its file system is full for now: exit code 75, which systemd retries.
+- SpoolError: the disk buffer cannot be used at start (permissions, another format, the
+  lock held by another relay): exit code 78, an operator must act.
+  SpoolTransient, an I/O error on a spool that was usable (EIO from a failing disk, a
+  segment that cannot be deleted) or no room to create it: exit code 75, which systemd
+  retries, and the worker supervisor restarts the worker instead of stopping them all.
 
 Anything else escaping a boundary is a bug.
 
@@ -84,9 +87,14 @@ class SpoolError(RelayError):
     """The spool directory cannot be used (permissions, missing disk)."""
 
 
-class SpoolDiskFull(SpoolError):
-    """The spool directory cannot be created or opened because its file system is full
-    (exit code 75, EX_TEMPFAIL): transient, unlike a configuration error."""
+class SpoolTransient(SpoolError):
+    """The spool failed in a way that may pass (exit code 75, EX_TEMPFAIL): an I/O error
+    while running, or no room to create it. Unlike a configuration error, a restart may
+    succeed, so systemd must be allowed to retry."""
+
+
+class SpoolDiskFull(SpoolTransient):
+    """The spool directory cannot be created or opened because its file system is full."""
 
 
 class EndpointError(RelayError):

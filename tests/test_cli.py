@@ -28,6 +28,7 @@ from support.syslog import parse_line
 from relay import cli
 from relay.cli import main
 from relay.config import Overrides
+from relay.errors import EX_CONFIG, EX_TEMPFAIL, SpoolError, SpoolTransient
 from relay.flows import decode
 
 EXPORT_SECS = 1_795_000_000  # 2026-11-18T...
@@ -508,3 +509,29 @@ def test_certs_check_does_not_depend_on_the_run_flags(
     code, _, err = run(capsys, "run", "--brand-new-flag", "y", "--listen", "nowhere")
     assert (code, seen) == (78, ["y"])
     assert "--listen" in err
+
+
+def test_a_spool_io_error_while_running_exits_75_so_systemd_retries(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """EIO from a failing disk is not a configuration error: 78 would stop systemd's
+    restarts for good (RestartPreventExitStatus=78), 75 is retried."""
+
+    def failing(_args: object) -> int:
+        raise SpoolTransient("cannot write to the spool in /var/lib/flowrelay/spool: EIO")
+
+    monkeypatch.setitem(cli.COMMANDS, "run", failing)
+    code, _, err = run(capsys, "run")
+    assert code == EX_TEMPFAIL
+    assert err.strip() == "relay: cannot write to the spool in /var/lib/flowrelay/spool: EIO"
+
+
+def test_a_spool_the_relay_cannot_use_at_start_still_exits_78(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def refusing(_args: object) -> int:
+        raise SpoolError("the spool in /srv/spool was written by another version of flowrelay")
+
+    monkeypatch.setitem(cli.COMMANDS, "run", refusing)
+    code, _, _ = run(capsys, "run")
+    assert code == EX_CONFIG

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from relay.errors import SpoolError
+from relay.errors import SpoolTransient
 from relay.logs import RateLimitedLog
 from relay.spool import codec
 from relay.spool.codec import FILE_HEADER_SIZE, FRAME_HEADER_SIZE
@@ -84,7 +84,9 @@ class Appender:
                 return count
             except OSError as exc:
                 if exc.errno not in NO_SPACE:
-                    raise SpoolError(f"cannot write to the spool in {self._dir}: {exc}") from exc
+                    raise SpoolTransient(
+                        f"cannot write to the spool in {self._dir}: {exc}"
+                    ) from exc
         return self._append_slow(lines)
 
     def _write_active(self, data: bytes, lines: Sequence[bytes], nbytes: int) -> None:
@@ -196,7 +198,7 @@ class Appender:
             flush()
         except OSError as exc:
             if exc.errno not in NO_SPACE:
-                raise SpoolError(f"cannot write to the spool in {self._dir}: {exc}") from exc
+                raise SpoolTransient(f"cannot write to the spool in {self._dir}: {exc}") from exc
             raise _DiskFull(written=accepted - len(frames), error=exc) from exc
         return accepted
 
@@ -213,7 +215,9 @@ class Appender:
                 self._write_active(codec.encode_frames((line,)), (line,), len(line))
             except OSError as exc:
                 if exc.errno not in NO_SPACE:
-                    raise SpoolError(f"cannot write to the spool in {self._dir}: {exc}") from exc
+                    raise SpoolTransient(
+                        f"cannot write to the spool in {self._dir}: {exc}"
+                    ) from exc
                 break
             accepted += 1
         return accepted
@@ -311,7 +315,7 @@ class Appender:
             self._open_active()
         except OSError as exc:
             if exc.errno not in NO_SPACE:
-                raise SpoolError(f"cannot write to the spool in {self._dir}: {exc}") from exc
+                raise SpoolTransient(f"cannot write to the spool in {self._dir}: {exc}") from exc
             raise _DiskFull(written=0, error=exc) from exc
 
     def _open_active(self) -> None:
@@ -339,7 +343,7 @@ class Appender:
         try:
             self._files.delete(seg.id)
         except OSError as exc:
-            raise SpoolError(
+            raise SpoolTransient(
                 f"cannot delete spool segment {self._files.path(seg.id)}: {exc}"
             ) from exc
 

@@ -58,7 +58,7 @@ from typing import Self
 
 import trio
 
-from relay.errors import SpoolError
+from relay.errors import SpoolError, SpoolTransient
 from relay.spool.appender import Appender
 from relay.spool.cursor import CURSOR_INTERVAL, CursorFile
 from relay.spool.files import SegmentReader, lock_directory
@@ -249,7 +249,7 @@ class Spool:
         try:
             return self._batches.read(start, max_bytes)
         except OSError as exc:
-            raise SpoolError(f"cannot read the spool in {self._dir}: {exc}") from exc
+            raise SpoolTransient(f"cannot read the spool in {self._dir}: {exc}") from exc
 
     async def wait_readable(self, after: Position) -> None:
         """Return once a line is pending after ``after``."""
@@ -270,7 +270,7 @@ class Spool:
         try:
             i, target = self._table.commit_target(position, self._batches.index_of)
         except OSError as exc:
-            raise SpoolError(f"cannot read the spool in {self._dir}: {exc}") from exc
+            raise SpoolTransient(f"cannot read the spool in {self._dir}: {exc}") from exc
         before = self._table.pending_lines
         for _ in range(i):
             self._appender.forget(self._table.pop_oldest())
@@ -318,7 +318,7 @@ class Spool:
             if not self._files.sync_data():
                 return  # closed
         except OSError as exc:
-            raise SpoolError(f"cannot fsync the spool in {self._dir}: {exc}") from exc
+            raise SpoolTransient(f"cannot fsync the spool in {self._dir}: {exc}") from exc
         now = self._clock()
         if force_cursor or now - self._cursor_file.durable_at >= CURSOR_INTERVAL:
             self._write_cursor(durable=True, now=now, wait=True)

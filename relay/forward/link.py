@@ -35,6 +35,8 @@ from relay.forward.config import Endpoint, ForwarderConfig
 from relay.forward.diagnosis import describe_tls_failure, os_cause, timed_out
 
 _RECEIVE_BYTES: Final = 65536
+# Bytes per send, counted as written when each is (see TlsLink._send_raw).
+_SEND_PIECE: Final = 64 << 10
 # SIOCOUTQ (linux/sockios.h) has the value of TIOCOUTQ: for a TCP socket, the bytes written
 # and not yet acknowledged by the peer (sent or not).
 _SIOCOUTQ: Final = getattr(termios, "TIOCOUTQ", 0x5411)
@@ -210,15 +212,22 @@ class TlsLink:
         return f"{self._tls.version()}, {cipher[0] if cipher else 'no cipher'}"
 
     async def _send_raw(self, data: bytes | bytearray | memoryview) -> None:
+        # In pieces, counting each one written: the acknowledged count is ``written`` minus
+        # what the kernel still holds (SIOCOUTQ), and the kernel holds the bytes of a write
+        # in progress too, so counting a large write only at its end would show no progress
+        # for as long as a slow but healthy peer takes to read it, and look like a stall.
         self.torn = True
+        view = memoryview(data)
         try:
-            await self._stream.send_all(data)
+            for start in range(0, len(view), _SEND_PIECE):
+                piece = view[start : start + _SEND_PIECE]
+                await self._stream.send_all(piece)
+                self.written += len(piece)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self.dead = self.dead or timed_out(exc)
             raise EndpointError(
                 self._name, f"sending to {self._name} failed: {os_cause(exc)}"
             ) from exc
-        self.written += len(data)
         self.torn = False
 
     async def _flush(self) -> None:
@@ -356,7 +365,8 @@ class TlsLink:
         await self._send_raw(self._outgoing.read())
 
     def acknowledged(self) -> int:
-        """Raw bytes written that the peer's TCP has acknowledged.
+        """Raw bytes written that the peer's TCP has acknowledged (during a write it may
+        read up to one send piece low: the kernel holds part of a piece not yet counted).
 
         Raises once the connection has been reset: a peer that resets discards what it had
         acknowledged and not yet read, so nothing acknowledged before the reset but not yet

@@ -44,3 +44,49 @@ async def test_a_link_sets_keepalive_and_the_user_timeout_on_its_socket() -> Non
     finally:
         link.abort()
         listener.close()
+
+
+async def test_a_slow_reader_shows_progress_during_one_large_write() -> None:
+    """Acknowledged = written - what the kernel still holds. A write counted only when it
+    ends would show no progress while a slow but healthy peer reads it, and the forwarder
+    would take the link for stalled (found by review: a 4 MB write to a 320 KB/s reader)."""
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+
+    async def slow_reader(stream: trio.SocketStream) -> None:
+        for _ in range(2000):  # bounded: at most ~32 MB at this pace
+            data = await stream.receive_some(16384)
+            if not data:
+                return
+            await trio.sleep(0.01)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, slow_reader, [listener])
+        link = await TlsLink.open(
+            Endpoint(host="127.0.0.1", port=port),
+            0,
+            None,
+            connect_timeout=5,
+            confirm_timeout=1,
+            stall_timeout=20,
+        )
+        seen: list[int] = []
+
+        async def sample() -> None:
+            for _ in range(200):
+                await trio.sleep(0.02)
+                seen.append(link.acknowledged())
+
+        try:
+            async with trio.open_nursery() as writes:
+                writes.start_soon(sample)
+                with trio.fail_after(30):
+                    await link.send(b"y" * (4 << 20), ())  # one write, much larger than buffers
+                writes.cancel_scope.cancel()
+        finally:
+            link.abort()
+            nursery.cancel_scope.cancel()
+    # The ledger counts progress by the highest value seen (a piece half in the kernel can
+    # make one reading lag by up to a piece): that maximum must keep rising.
+    highs = {max(seen[: i + 1]) for i in range(len(seen)) if seen[i] > 0}
+    assert len(highs) >= 5, f"acknowledged barely moved during the write: {seen[:20]}"

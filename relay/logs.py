@@ -66,6 +66,9 @@ class RateLimiter:
 
     interval: float = 10.0
     burst: int = 5
+    # Keys remembered at most; past it the oldest window is forgotten (a flood of forged
+    # sources must not grow memory, nor, by clearing every window, unmute every key).
+    max_keys: int = 10000
     _windows: dict[Any, list[float]] = field(default_factory=dict)
 
     def allow(self, key: Any, now: float) -> tuple[bool, int]:
@@ -73,8 +76,10 @@ class RateLimiter:
         window = self._windows.get(key)
         if window is None or now - window[0] >= self.interval:
             skipped = int(window[2]) if window else 0
-            if len(self._windows) > 10000:
-                self._windows.clear()
+            if window is not None:
+                del self._windows[key]  # re-inserted last: the dict stays oldest first
+            elif len(self._windows) >= self.max_keys:
+                del self._windows[next(iter(self._windows))]
             self._windows[key] = [now, 1, 0]
             return True, skipped
         if window[1] < self.burst:
@@ -91,9 +96,14 @@ class RateLimitedLog:
     Used wherever a peer or the disk can make the relay repeat itself (malformed datagrams,
     connection failures, spool drops): a flood costs a few lines, and nothing is hidden,
     because the count of what was muted is always logged with the next line.
+
+    Keys are chosen by the caller (often per exporter), and forged source addresses are free,
+    so each event also has a limit of its own over all keys (``event_burst`` per interval):
+    a flood of distinct keys costs that many lines, and the next line let through for the
+    event says how many the event limit held back (``skipped_event``).
     """
 
-    __slots__ = ("_clock", "_limiter", "_logger")
+    __slots__ = ("_clock", "_events", "_limiter", "_logger")
 
     def __init__(
         self,
@@ -103,10 +113,12 @@ class RateLimitedLog:
         interval: float = 10.0,
         burst: int = 5,
         limiter: RateLimiter | None = None,
+        event_burst: int = 50,
     ) -> None:
         self._logger = logger
         self._clock = clock
         self._limiter = limiter or RateLimiter(interval=interval, burst=burst)
+        self._events = RateLimiter(interval=self._limiter.interval, burst=event_burst)
 
     def emit(
         self,
@@ -117,12 +129,21 @@ class RateLimitedLog:
         level: int = logging.WARNING,
         **extra: object,
     ) -> bool:
-        """Log ``message`` unless ``key`` is over its limit; returns whether it was logged."""
-        allowed, skipped = self._limiter.allow(key, self._clock())
+        """Log ``message`` unless ``key`` or ``event`` is over its limit; returns whether it
+        was logged."""
+        now = self._clock()
+        allowed, skipped = self._limiter.allow(key, now)
         if not allowed:
+            return False
+        # Only lines their own key lets through count against the event's limit; what the
+        # event limit then holds back is reported by the event's next line.
+        event_allowed, event_skipped = self._events.allow(event, now)
+        if not event_allowed:
             return False
         fields: dict[str, object] = {"event": event, **extra}
         if skipped:
             fields["skipped"] = skipped
+        if event_skipped:
+            fields["skipped_event"] = event_skipped
         self._logger.log(level, message, extra=fields)
         return True

@@ -191,3 +191,31 @@ def test_rate_limited_log_mutes_a_flood_and_reports_the_count_with_the_next_line
     assert records[2].__dict__["skipped"] == 48
     assert records[2].__dict__["lines"] == 3
     assert records[2].__dict__["event"] == "spool_drop"
+
+
+def test_a_flood_of_distinct_keys_costs_the_events_limit_and_the_next_line_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Forged source addresses are free: 50,000 of them must not mean 50,000 lines."""
+    now = [0.0]
+    log = RateLimitedLog(
+        logging.getLogger("forged"), clock=lambda: now[0], interval=10, burst=5, event_burst=20
+    )
+    with caplog.at_level(logging.WARNING, logger="forged"):
+        for i in range(50_000):
+            log.emit(("denied", f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}"), "denied",
+                     event="datagram_denied")  # fmt: skip
+        now[0] = 10.0
+        assert log.emit(("denied", "192.0.2.1"), "denied", event="datagram_denied")
+    records = caplog.records
+    assert len(records) == 21
+    assert records[-1].__dict__["skipped_event"] == 50_000 - 20
+
+
+def test_the_limiter_forgets_its_oldest_keys_and_stays_bounded() -> None:
+    limiter = RateLimiter(interval=10.0, burst=1, max_keys=100)
+    for i in range(1000):
+        limiter.allow(i, 0.0)
+    assert len(limiter._windows) == 100
+    # A recent key is still muted; forgetting did not unmute everyone.
+    assert limiter.allow(999, 0.1) == (False, 0)

@@ -167,12 +167,15 @@ def pmacctd_config(
     *,
     version: int,
     sampling_rate: int | None = None,
+    engine: int | None = None,
 ) -> str:
     """A pmacctd configuration: read ``capture`` once, export it with the nfprobe plugin.
 
     Timeouts of 1 s (the least nfprobe takes) so flows leave its cache within seconds; at
     the end of the file pmacctd stops and the plugin flushes what it still holds.
-    ``sampling_rate: N`` samples packets at random, 1 in N on average (CONFIG-KEYS).
+    ``sampling_rate: N`` samples packets at random, 1 in N on average (CONFIG-KEYS);
+    ``nfprobe_engine: N`` makes N the v9 Source ID / IPFIX Observation Domain ID, so that
+    several pmacctd on one address keep their templates apart at the collector.
     """
     lines = [
         "daemonize: false",
@@ -184,6 +187,8 @@ def pmacctd_config(
     ]
     if sampling_rate is not None:
         lines.append(f"sampling_rate: {sampling_rate}")
+    if engine is not None:
+        lines.append(f"nfprobe_engine: {engine}")
     return "\n".join(lines) + "\n"
 
 
@@ -195,13 +200,16 @@ def run_pmacctd(
     version: int,
     config_dir: Path,
     sampling_rate: int | None = None,
+    engine: int | None = None,
     timeout: float = 30.0,
 ) -> PmacctRun:
     """Run pmacctd over ``capture`` to its end (it sleeps 2 s before reading a savefile,
-    then exits once the plugin flushed); its log goes to stderr."""
-    config = config_dir / f"pmacctd-v{version}-{sampling_rate or 1}.conf"
+    then exits once the plugin flushed); its log (stderr) is kept with stdout."""
+    config = config_dir / f"pmacctd-v{version}-{sampling_rate or 1}-{engine or 0}.conf"
     config.write_text(
-        pmacctd_config(capture, collector, version=version, sampling_rate=sampling_rate)
+        pmacctd_config(
+            capture, collector, version=version, sampling_rate=sampling_rate, engine=engine
+        )
     )
     started = time.time_ns()
     with subprocess.Popen(

@@ -5,7 +5,8 @@ SPEC "Options": options records are applied, not forwarded as flow lines.
 - Sampling: samplingInterval (34) with samplingAlgorithm (35); flowSamplerId (48) with
   samplerMode (49) and samplerRandomInterval (50); selectorId (302) with
   samplingPacketInterval (305) and samplingPacketSpace (306), whose interval is
-  (305 + 306) / 305: one packet in that many is sampled (goflow2#440 got these wrong).
+  (305 + 306) / 305: one packet in that many is sampled (goflow2#440 got these wrong), and
+  selectorAlgorithm (304, PSAMP: 1 systematic count-based, 3 random n-out-of-N) as the mode.
   A record that names a sampler (48 or 302, or in a v9 options template a scope field:
   Cisco's sampler table scopes by the sampler ID) sets that sampler's; one that names none
   sets the domain-wide sampling.
@@ -97,6 +98,8 @@ def _sampling(values: dict[int, Value]) -> Sampling | None:
     mode = _int(values.get(35))
     if mode is None:
         mode = _int(values.get(49))
+    if mode is None:
+        mode = _int(values.get(304))
     return Sampling(interval=interval, mode=mode or 0)
 
 

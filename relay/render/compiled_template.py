@@ -227,7 +227,9 @@ class _Generator:
             base = (
                 "init_ms" if init is None else f"v{init} if v{init} <= {MAX_TIME_MS} else init_ms"
             )
-            stmts = [f"base = {base}", f"{t} = export_ms if base is None else base + {v}"]
+            # Nearest the export time (see template_line.sysuptime_ms).
+            near = f"export_ms + ((base + {v} - export_ms + 0x80000000) & 0xFFFFFFFF) - 0x80000000"
+            stmts = [f"base = {base}", f"{t} = export_ms if base is None else {near}"]
         else:
             other_end = "last" if end == "first" else "first"
             other = self._ms(other_end)

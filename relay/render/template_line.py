@@ -304,7 +304,7 @@ def _computed(
             own = record[line.system_init]
             if isinstance(own, int) and valid_ms(own):
                 base = own
-        return None if base is None else base + value
+        return None if base is None else sysuptime_ms(base, value, export_ms)
     if not isinstance(other, int) or not valid_ms(other):
         return None
     sign = 1 if source is line.last else -1
@@ -376,3 +376,15 @@ def record_problem(plan: RecordPlan, reason: str, tail: int, part: int, offset: 
     if reason == "short_record":
         return _short(plan, tail, part, offset)
     return _past(plan, part, offset)
+
+
+def sysuptime_ms(system_init_ms: int, uptime_ms: int, export_ms: int) -> int:
+    """An IPFIX flowStart/EndSysUpTime as UNIX ms: system init plus the uptime, taken modulo
+    2**32 nearest the export time. The element is an unsigned32 of milliseconds, so it wraps
+    every 49.7 days of uptime (goflow2#431 reports flows in the past after that); and an
+    exporter replaying a capture older than its own start (softflowd -r) sends times before
+    its system init, wrapped below 2**32."""
+    return export_ms + ((system_init_ms + uptime_ms - export_ms + _HALF) & 0xFFFFFFFF) - _HALF
+
+
+_HALF = 1 << 31

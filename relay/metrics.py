@@ -180,6 +180,12 @@ class RelayMetrics:
             "counter",
             "v9/IPFIX options data records applied (sampling, system init time, interface names)",
         )
+        self.records_without_system_init = r.family(
+            "flowrelay_records_without_system_init_total",
+            "counter",
+            "IPFIX records timed by SysUpTime from an exporter that sends no "
+            "systemInitTimeMilliseconds: first/last are the export time",
+        )
         self.udp_kernel_drops = r.family(
             "flowrelay_udp_kernel_drops_total",
             "counter",

@@ -397,5 +397,6 @@ def _register_template_collector(metrics: RelayMetrics, decoder: TemplateDecoder
         metrics.held_sets.set(t.held_sets)
         metrics.held_bytes.set(t.held_bytes)
         metrics.options_records.set(t.options_records)
+        metrics.records_without_system_init.set(t.records_without_system_init)
 
     metrics.registry.add_collector(collect)

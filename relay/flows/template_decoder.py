@@ -13,7 +13,10 @@ This ties the parts together, in the order RFC 3954 and RFC 7011 imply:
    interface names), never forwarded; not found → held (:mod:`relay.flows.holding`).
 4. IPFIX records timed by flowStart/EndSysUpTime need the exporter's
    systemInitTimeMilliseconds; while it is unknown their sets wait in a second holding,
-   released when an options record brings it.
+   released when an options record brings it, provided the exporter announced it (an options
+   template with IE 160). Some never do (MikroTik RouterOS sends SysUpTime times and no
+   options): holding their data would only drop it, so it is decoded at once, its times
+   falling back to the export time, and counted (``records_without_system_init``).
 
 Everything here is bounded by the cache, the holdings and the options state; the plan of
 each template (keys, kinds, layout) is cached, bounded too.
@@ -21,7 +24,7 @@ each template (keys, kinds, layout) is cached, bounded too.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 from relay.flows import holding as holding_mod
@@ -43,6 +46,7 @@ __all__ = [
 ]
 
 _PLAN_LIMIT = 4096
+_ANNOUNCED_LIMIT = 16_384  # as many as the options state keeps domains
 # IPFIX flowEndSysUpTime / flowStartSysUpTime: ms since the exporter's system init (IE 160).
 _SYSUPTIME = frozenset({21, 22})
 _SYSTEM_INIT = 160
@@ -96,6 +100,7 @@ class TemplateDecoderStatistics:
     sets_refused: int  # not held: a holding bound
     options_records: int
     options_domains: int
+    records_without_system_init: int  # SysUpTime times, no IE 160 ever announced: export time
     per_exporter: dict[str, int] = field(default_factory=dict)  # templates known
 
 
@@ -138,6 +143,10 @@ class TemplateDecoder:
         )
         self._plans: dict[tuple[int, Template], RecordPlan] = {}
         self._options_records = 0
+        # Domains with an options template that carries systemInitTimeMilliseconds: only their
+        # SysUpTime data waits for its value (least recently announced first; bounded).
+        self._announces_init: OrderedDict[OptionsKey, None] = OrderedDict()
+        self._records_without_init = 0
 
     def decode(self, message: Message, exporter: str, port: int, now: float) -> Decoded:
         header = message.header
@@ -158,6 +167,8 @@ class TemplateDecoder:
             self.cache.withdraw(scope, withdrawal.template_id)
         for template in message.templates:
             event = self.cache.learn(scope, template, now)
+            if template.options and any(f.element == _SYSTEM_INIT for f in template.fields):
+                self._announce_init(key)
             if event is not TemplateEvent.REFUSED:
                 self._release(scope, template.template_id, key, now=now, out=out, problems=problems)
         records: int | None = 0
@@ -198,6 +209,7 @@ class TemplateDecoder:
             sets_refused=h.refused + i.refused,
             options_records=self._options_records,
             options_domains=self.options.statistics().domains,
+            records_without_system_init=self._records_without_init,
             per_exporter={address: n for address, (n, _) in c.per_exporter.items()},
         )
 
@@ -252,7 +264,8 @@ class TemplateDecoder:
             if apply_options(self.options, key, plan, records, now):
                 self._release_init(key, now, out, problems)
             return len(records)
-        if needs_system_init(plan) and self.options.system_init_ms(key) is None:
+        waits = needs_system_init(plan) and self.options.system_init_ms(key) is None
+        if waits and key in self._announces_init:
             where = (header, part, offset, plan, restored)
             if not self._init_held.hold(key, key.exporter, where, data, now):
                 problems.append(
@@ -262,6 +275,11 @@ class TemplateDecoder:
                 )  # fmt: skip
             return None
         count = record_count(plan, data)
+        if waits:
+            # Its exporter never announced IE 160 (MikroTik's IPFIX sends SysUpTime times and
+            # no options at all): waiting would drop all of its data; the line takes the
+            # export time instead, and these records are counted.
+            self._records_without_init += count
         if restored:
             self.cache.count_restored_records(count)
         out.append(
@@ -310,6 +328,12 @@ class TemplateDecoder:
                 plan, key, header, held.data, part=part, offset=offset, restored=restored,
                 now=now, waited=now - held.arrived, out=out, problems=problems,
             )  # fmt: skip
+
+    def _announce_init(self, key: OptionsKey) -> None:
+        self._announces_init[key] = None
+        self._announces_init.move_to_end(key)
+        if len(self._announces_init) > _ANNOUNCED_LIMIT:
+            self._announces_init.popitem(last=False)
 
     def _plan(self, template: Template, version: int) -> RecordPlan:
         found = self._plans.get((version, template))

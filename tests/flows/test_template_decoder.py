@@ -293,36 +293,40 @@ def uptime_flow() -> bytes:
     return b.record(UPTIME_FLOW, [bytes([10, 0, 0, 1]), u(1000, 4), u(2000, 4)])
 
 
-def test_ipfix_sysuptime_data_waits_for_system_init_time_then_decodes() -> None:
+def test_ipfix_sysuptime_data_waits_for_a_system_init_time_announced_then_decodes() -> None:
     d = TemplateDecoder()
+    # The options template announces IE 160; its value comes after the data.
+    templates = b.template_set([UPTIME_FLOW], ipfix=True), b.template_set([INIT], ipfix=True)
     first = d.decode(
-        ipfix(
-            b.template_set([UPTIME_FLOW], ipfix=True), b.data_set(301, [uptime_flow()]), sequence=1
-        ),
-        EXPORTER,
-        9,
-        0.0,
+        ipfix(*templates, b.data_set(301, [uptime_flow()]), sequence=1), EXPORTER, 9, 0.0
     )
     assert first.batches == ()
     assert first.data_records is None
     init = b.data_set(261, [b.record(INIT, [u(0, 4), u(1_700_000_000_000, 8)])])
-    second = d.decode(ipfix(b.template_set([INIT], ipfix=True), init, sequence=2), EXPORTER, 9, 1.0)
+    second = d.decode(ipfix(init, sequence=2), EXPORTER, 9, 1.0)
     assert [x.header.flow_sequence for x in second.batches] == [1]
     # Once the init time is known, such data decodes at once.
     third = d.decode(ipfix(b.data_set(301, [uptime_flow()]), sequence=3), EXPORTER, 9, 2.0)
     assert len(third.batches) == 1
     assert third.data_records == 1
+    assert d.statistics().records_without_system_init == 0
 
 
 def test_ipfix_sysuptime_data_whose_init_time_never_comes_expires_as_no_system_init() -> None:
     d = TemplateDecoder(hold_age=60.0)
-    d.decode(
-        ipfix(b.template_set([UPTIME_FLOW], ipfix=True), b.data_set(301, [uptime_flow()])),
-        EXPORTER,
-        9,
-        0.0,
-    )
+    templates = b.template_set([UPTIME_FLOW], ipfix=True), b.template_set([INIT], ipfix=True)
+    d.decode(ipfix(*templates, b.data_set(301, [uptime_flow()])), EXPORTER, 9, 0.0)
     assert d.tick(61.0).sets == {"no_system_init": 1}
+
+
+def test_sysuptime_data_of_an_exporter_that_never_announced_init_time_decodes_at_once() -> None:
+    # MikroTik RouterOS: flowStart/EndSysUpTime, no options at all.
+    d = TemplateDecoder()
+    templates = b.template_set([UPTIME_FLOW], ipfix=True)
+    out = d.decode(ipfix(templates, b.data_set(301, [uptime_flow()] * 2)), EXPORTER, 9, 0.0)
+    assert len(out.batches) == 1
+    assert out.data_records == 2
+    assert d.statistics().records_without_system_init == 2
 
 
 def test_only_ipfix_data_templates_with_sysuptime_and_no_init_element_wait() -> None:

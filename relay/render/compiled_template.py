@@ -397,15 +397,18 @@ class _Generator:
         ]
         past = f"return out, {PAST}, start"
         run: list[_Field] = []
+        # The record's first bytes, up to the first variable field's length, are within the
+        # minimum length checked above: they need no check of their own.
+        checked = [True]
 
         def flush() -> None:
             if not run:
                 return
             s = struct.Struct("!" + "".join(f.codes for f in run))
             names = ", ".join(n for f in run for n in f.names)
+            if not checked[0]:
+                out.extend([f"{pad}if end - at < {s.size}:", f"{pad}{_INDENT}{past}"])
             out.extend([
-                f"{pad}if end - at < {s.size}:",
-                f"{pad}{_INDENT}{past}",
                 f"{pad}({names},) = U{len(self.structs)}.unpack_from(data, at)",
                 f"{pad}at += {s.size}",
             ])  # fmt: skip
@@ -418,9 +421,10 @@ class _Generator:
                 continue
             flush()
             v = f.names[0]
+            if not checked[0]:
+                out.extend([f"{pad}if at >= end:", f"{pad}{_INDENT}{past}"])
+            checked[0] = False
             out.extend([
-                f"{pad}if at >= end:",
-                f"{pad}{_INDENT}{past}",
                 f"{pad}n = data[at]",
                 f"{pad}at += 1",
                 f"{pad}if n == 255:",

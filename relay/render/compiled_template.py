@@ -18,6 +18,7 @@ tests/render/golden/ keeps it for two real templates.
 
 from __future__ import annotations
 
+import ast
 import math
 import re
 import socket
@@ -34,6 +35,7 @@ from relay.render.options import Body
 from relay.render.template_line import TemplateLine, TemplateSlot, TimeSource, template_line
 
 _INDENT = "    "
+_MAX_PARTS = 30  # CPython 3.11's STACK_USE_GUIDELINE: an f-string of more parts uses join
 _KEY_RE = re.compile(r"[a-z][a-z0-9_]*")
 _UNSIGNED = {1: "B", 2: "H", 4: "I", 8: "Q"}
 _SIGNED = {1: "b", 2: "h", 4: "i", 8: "q"}
@@ -77,6 +79,7 @@ def compile_template(plan: RecordPlan, body: Body, name: str | None = None) -> C
         "MILLIS": MILLIS,
         "BOOL": _BOOL_JSON if body == "json" else _BOOL_KV,
         "STR": _string_json if body == "json" else _string_kv,
+        "SC": _JSON_STRINGS if body == "json" else _KV_STRINGS,
         "FLT": _float_json if body == "json" else _float_kv,
         "FB": int.from_bytes,
         "ntop": socket.inet_ntop,
@@ -90,18 +93,40 @@ def compile_template(plan: RecordPlan, body: Body, name: str | None = None) -> C
     return CompiledTemplate(line=line, body=body, text=text, build=build)
 
 
+def _parts(pieces: list[str]) -> int:
+    """How many parts CPython builds the f-string of these pieces from."""
+    tree = ast.parse("f'" + "".join(pieces) + "'", mode="eval")
+    assert isinstance(tree.body, ast.JoinedStr)
+    return len(tree.body.values)
+
+
 # --- helpers the generated code calls --------------------------------------------------
 
 _BOOL_JSON = tuple({1: "true", 2: "false"}.get(b, f'"{b:02x}"') for b in range(256))
 _BOOL_KV = tuple({1: "true", 2: "false"}.get(b, f"{b:02x}") for b in range(256))
 
 
+# Strings repeat (application names, interface names, URLs' hosts): each one's text is
+# kept, in a table per body the generated code looks up first, cleared when full.
+_STRINGS_LIMIT = 4096
+_JSON_STRINGS: dict[bytes, str] = {}
+_KV_STRINGS: dict[bytes, str] = {}
+
+
 def _string_json(raw: bytes) -> str:
-    return generic.json_string(raw.rstrip(b"\x00").decode("utf-8", "replace"))
+    if len(_JSON_STRINGS) >= _STRINGS_LIMIT:
+        _JSON_STRINGS.clear()
+    text = generic.json_string(raw.rstrip(b"\x00").decode("utf-8", "replace"))
+    _JSON_STRINGS[raw] = text
+    return text
 
 
 def _string_kv(raw: bytes) -> str:
-    return generic.kv_string(raw.rstrip(b"\x00").decode("utf-8", "replace"))
+    if len(_KV_STRINGS) >= _STRINGS_LIMIT:
+        _KV_STRINGS.clear()
+    text = generic.kv_string(raw.rstrip(b"\x00").decode("utf-8", "replace"))
+    _KV_STRINGS[raw] = text
+    return text
 
 
 def _float(raw: bytes) -> float:
@@ -154,7 +179,7 @@ class _Generator:
     def _field(self, i: int, kind: Kind, size: int | None) -> _Field:
         v = f"v{i}"
         if size is None:  # variable length: bytes, a string or octets
-            text = f"{{STR({v})}}" if kind is Kind.STRING else self._octets(v, 0)
+            text = f"{{SC.get({v}) or STR({v})}}" if kind is Kind.STRING else self._octets(v, 0)
             return _Field("", [v], [], text)
         if kind is Kind.UNSIGNED or kind is Kind.SIGNED:
             codes = (_UNSIGNED if kind is Kind.UNSIGNED else _SIGNED).get(size)
@@ -195,7 +220,7 @@ class _Generator:
         if kind is Kind.FLOAT:
             return _Field(f"{size}s", [v], [], f"{{FLT({v})}}")
         if kind is Kind.STRING:
-            return _Field(f"{size}s", [v], [], f"{{STR({v})}}")
+            return _Field(f"{size}s", [v], [], f"{{SC.get({v}) or STR({v})}}")
         return _Field(f"{size}s", [v], [], self._octets(v, size))
 
     def _octets(self, v: str, size: int) -> str:
@@ -308,9 +333,21 @@ class _Generator:
         return [*stmts, *self.time_stmts(), *per_record]
 
     def append_lines(self, pad: str) -> list[str]:
-        parts = [f"{pad}{_INDENT}f'{{prefix}}'"]
-        parts += [f"{pad}{_INDENT}f'{piece}'" for piece in self.line_pieces()]
-        return [f"{pad}append((", *parts, f"{pad}).encode())"]
+        """``append((f'{prefix}' f'<pair>' ... + f'<pair>' ...).encode())``: adjacent
+        f-strings are one string built at once, but CPython builds one of more than 30
+        parts through a list and ``str.join``; chunks of at most 30, added, are cheaper."""
+        chunks: list[list[str]] = [["{prefix}"]]
+        for piece in self.line_pieces():
+            if _parts([*chunks[-1], piece]) > _MAX_PARTS:
+                chunks.append([])
+            chunks[-1].append(piece)
+        lines = [f"{pad}append(("]
+        for i, chunk in enumerate(chunks):
+            lead = "+ " if i else ""
+            lines += [
+                f"{pad}{_INDENT}{lead if j == 0 else ''}f'{piece}'" for j, piece in enumerate(chunk)
+            ]
+        return [*lines, f"{pad}).encode())"]
 
     def source(self, name: str) -> str:
         plan = self.line.plan
@@ -362,15 +399,18 @@ class _Generator:
         ]
         past = f"return out, {PAST}, start"
         run: list[_Field] = []
+        # The record's first bytes, up to the first variable field's length, are within the
+        # minimum length checked above: they need no check of their own.
+        checked = [True]
 
         def flush() -> None:
             if not run:
                 return
             s = struct.Struct("!" + "".join(f.codes for f in run))
             names = ", ".join(n for f in run for n in f.names)
+            if not checked[0]:
+                out.extend([f"{pad}if end - at < {s.size}:", f"{pad}{_INDENT}{past}"])
             out.extend([
-                f"{pad}if end - at < {s.size}:",
-                f"{pad}{_INDENT}{past}",
                 f"{pad}({names},) = U{len(self.structs)}.unpack_from(data, at)",
                 f"{pad}at += {s.size}",
             ])  # fmt: skip
@@ -383,9 +423,10 @@ class _Generator:
                 continue
             flush()
             v = f.names[0]
+            if not checked[0]:
+                out.extend([f"{pad}if at >= end:", f"{pad}{_INDENT}{past}"])
+            checked[0] = False
             out.extend([
-                f"{pad}if at >= end:",
-                f"{pad}{_INDENT}{past}",
                 f"{pad}n = data[at]",
                 f"{pad}at += 1",
                 f"{pad}if n == 255:",

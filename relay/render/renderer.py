@@ -81,6 +81,8 @@ class Renderer:
         "_compiled",
         "_header_template",
         "_iso_cache",
+        "_last_compiled",
+        "_last_plan",
         "_options",
         "_plans",
         "_stamp_cache",
@@ -97,6 +99,8 @@ class Renderer:
         self._stamp_cache: dict[int, str] = {}
         self._templates: dict[TemplateKey, CompiledTemplate | None] = {}
         self._template_lines: dict[TemplateKey, TemplateLine] = {}
+        self._last_plan: RecordPlan | None = None
+        self._last_compiled: CompiledTemplate | None = None
         # Compiled now, not on a version's first datagram: the hot path never waits on exec.
         for fmt in LAYOUTS.values():
             self.compiled(fmt.layout)
@@ -218,25 +222,33 @@ class Renderer:
     def compiled_template(self, plan: RecordPlan) -> CompiledTemplate | None:
         """The fast path of a template in this renderer's body style (None: not compilable),
         cached by what decides the code: version and fields."""
+        if plan is self._last_plan:
+            return self._last_compiled
         key = _template_key(plan)
-        found = self._templates.get(key, _MISSING)
-        if found is _MISSING:
+        if key in self._templates:
+            found = self._templates[key]
+        else:
             if len(self._templates) >= _COMPILED_LIMIT:
                 self._templates.clear()
             found = None
             if template_compilable(plan):
                 found = compile_template(plan, self._options.body)
             self._templates[key] = found
-        return found  # type: ignore[return-value]
+        # A set of the same template as the last one (the common case) skips the lookup,
+        # whose key hashes every field.
+        self._last_plan, self._last_compiled = plan, found
+        return found
 
     def _template_prefix(self, h: PacketHeader, exporter: str) -> str:
-        body = self._options.body
-        pairs = generic.header_pairs(
-            [("version", h.version), ("exporter", exporter), ("flow_sequence", h.flow_sequence)],
-            body,
-        )
-        text = generic.pairs_text(pairs, body)
-        opening = "{" + text + "," if body == "json" else text + " "
+        """Syslog header and the three header keys of a v9/IPFIX line (the other 22 common
+        keys can come from the records)."""
+        name = generic.string_text(exporter, self._options.body)
+        if self._options.body == "json":
+            opening = (
+                f'{{"version":{h.version},"exporter":{name},"flow_sequence":{h.flow_sequence},'
+            )
+        else:
+            opening = f"version={h.version} exporter={name} flow_sequence={h.flow_sequence} "
         return self._syslog_header(h.export_time_ms, exporter) + opening
 
     @property
@@ -307,7 +319,6 @@ class Renderer:
 
 
 TemplateKey = tuple[int, tuple[object, ...], int]
-_MISSING = object()
 
 
 def _template_key(plan: RecordPlan) -> TemplateKey:

@@ -8,25 +8,20 @@ runs for every record. tests/render/test_golden.py fails until the copies match 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from relay.flows import LAYOUTS
-from relay.render.compiled import compile_lines
-from relay.render.options import BODIES
-
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))  # tests/, where render.golden_templates lives
 
-
-def golden_name(version: int, body: str) -> str:
-    return f"netflow-v{version}.{body}.py.txt"
+from render.golden_templates import golden_sources  # noqa: E402
 
 
 def main() -> None:
-    for version, fmt in LAYOUTS.items():
-        for body in BODIES:
-            path = HERE / golden_name(version, body)
-            path.write_text(compile_lines(fmt.layout, body).source())
-            print(f"wrote {path}")
+    for name, source in golden_sources().items():
+        path = HERE / name
+        path.write_text(source)
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

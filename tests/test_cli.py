@@ -231,7 +231,8 @@ def test_python_m_relay_decode(raw_files: dict[str, Path]) -> None:
         ["no-such-command"],
         [],
         ["send-test"],  # --to is required
-        ["send-test", "--to", "127.0.0.1:9", "--version", "9"],
+        ["send-test", "--to", "127.0.0.1:9", "--version", "8"],
+        ["send-test", "--to", "127.0.0.1:9", "--version", "9", "--records", "501"],
         ["send-test", "--to", "127.0.0.1:9", "--count", "-1"],
         ["send-test", "--to", "127.0.0.1:9", "--count", "many"],
         ["send-test", "--to", "nonsense"],

@@ -141,6 +141,45 @@ class RelayMetrics:
             "Sequence streams forgotten: cap (room for a new one) or idle (silent too long)",
             labelled=True,
         )
+        # NetFlow v9 / IPFIX: sets, templates, held data (SPEC "Observability").
+        self.sets_dropped = r.family(
+            "flowrelay_sets_dropped_total",
+            "counter",
+            "v9/IPFIX sets dropped, by reason (malformed, no_template at hold expiry, "
+            "withdrawal_ignored, refused by a bound)",
+            labelled=True,
+        )
+        self.templates = r.family(
+            "flowrelay_templates", "gauge", "v9/IPFIX templates and options templates known"
+        )
+        self.template_events = r.family(
+            "flowrelay_template_events_total",
+            "counter",
+            "v9/IPFIX template events: learned, replaced, refreshed, restored, expired, refused",
+            labelled=True,
+        )
+        self.templates_refused = r.family(
+            "flowrelay_templates_refused_total",
+            "counter",
+            "v9/IPFIX templates not stored, by reason (no fields, or a bound)",
+            labelled=True,
+        )
+        self.records_restored_template = r.family(
+            "flowrelay_records_restored_template_total",
+            "counter",
+            "Records decoded with a template restored from the state file, not yet re-sent",
+        )
+        self.held_sets = r.family(
+            "flowrelay_held_sets", "gauge", "v9/IPFIX data sets held for their template"
+        )
+        self.held_bytes = r.family(
+            "flowrelay_held_bytes", "gauge", "Bytes of v9/IPFIX data sets held for their template"
+        )
+        self.options_records = r.family(
+            "flowrelay_options_records_total",
+            "counter",
+            "v9/IPFIX options data records applied (sampling, system init time, interface names)",
+        )
         self.udp_kernel_drops = r.family(
             "flowrelay_udp_kernel_drops_total",
             "counter",

@@ -88,7 +88,7 @@ class UdpReceiver:
         self,
         sock: socket.socket,
         *,
-        process: Callable[[bytes, str], list[bytes]],
+        process: Callable[[bytes, str, int], list[bytes]],
         send: trio.MemorySendChannel[list[bytes]],
     ) -> None:
         self._sock = sock
@@ -144,7 +144,7 @@ class UdpReceiver:
                 )
                 break
             read += 1
-            lines += process(data, addr[0])
+            lines += process(data, addr[0], addr[1])
         return lines, read
 
     def kernel_drops(self) -> int:

@@ -19,6 +19,12 @@ still come; what could not be decided is said, not hidden). A forgotten stream t
 back starts again from its next datagram, like a new one (or one after a restart of the
 relay): loss while it was forgotten is not counted, and if that datagram was a reordered
 one, the next in-order datagram can open a gap that is counted, as for any new stream.
+
+A datagram's step can be unknown: an IPFIX sequence counts data records, and a data set held
+for its template has no known record count yet. Such a datagram is observed with ``count``
+None: the gap before it is accounted as usual, and the next datagram's sequence is taken as
+the new expectation when it is ahead (loss across that one step cannot be told from the
+unknown count, so none is counted), while a late one still fills open gaps.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ DEFAULT_IDLE_TIMEOUT = 600.0
 class _Stream:
     expected: int
     last_seen: float
+    # The last datagram's step was unknown: the next sequence ahead is the new expectation.
+    unknown_step: bool = False
     # Open gaps as [start, end) in sequence space (unwrapped offsets from ``expected``'s era
     # are avoided by storing absolute mod-2**32 values and comparing with signed deltas).
     gaps: list[tuple[int, int, float]] = field(default_factory=list)
@@ -88,21 +96,27 @@ class SequenceTracker:
         self._expired = 0
         self._unsettled = 0
 
-    def observe(self, key: StreamKey, sequence: int, count: int, now: float) -> int:
-        """Account one datagram; returns the flows newly counted as lost."""
+    def observe(self, key: StreamKey, sequence: int, count: int | None, now: float) -> int:
+        """Account one datagram (``count`` None: its step is unknown, see the module
+        docstring); returns the flows newly counted as lost."""
         stream = self._streams.get(key)
-        end = (sequence + count) % _MOD
+        unknown = count is None
+        end = (sequence + (count or 0)) % _MOD
         if stream is None:
             lost = 0
             if len(self._streams) >= self._max_streams:
                 _, oldest = self._streams.popitem(last=False)
                 self._evicted += 1
                 lost = self._forget(oldest, now)
-            self._streams[key] = _Stream(expected=end, last_seen=now)
+            self._streams[key] = _Stream(expected=end, last_seen=now, unknown_step=unknown)
             return lost
         stream.last_seen = now
         self._streams.move_to_end(key)
         ahead = _delta(sequence, stream.expected)
+        if stream.unknown_step and 0 <= ahead < self._reset_window:
+            ahead = 0  # the previous step was unknown: this is where it ended
+        if ahead >= 0 or abs(ahead) >= self._reset_window:
+            stream.unknown_step = unknown  # only a datagram that moves the expectation
         if ahead == 0:
             stream.expected = end
             return self._expire(stream, now)

@@ -25,6 +25,8 @@ from relay.allow import AllowList
 from relay.certs import client_context
 from relay.config import Config
 from relay.errors import ConfigError
+from relay.flows.template_decoder import TemplateDecoder
+from relay.flows.template_store import FILE_NAME as TEMPLATE_FILE
 from relay.forward import Endpoint, Forwarder, ForwarderConfig, ForwarderStats
 from relay.ingest import Ingest
 from relay.metrics import RelayMetrics, serve_http
@@ -32,6 +34,7 @@ from relay.receiver import UdpReceiver, open_udp_socket
 from relay.render import Renderer
 from relay.sequence import SequenceTracker
 from relay.spool import FsyncPolicy, Overflow, Spool, SpoolStats
+from relay.template_state import TemplateState
 
 log = logging.getLogger(__name__)
 
@@ -156,13 +159,19 @@ async def _serve(
         allow=AllowList(config.allow),
         metrics=metrics,
         clock=time.monotonic,
+        templates=TemplateDecoder(),
+        wall_clock=time.time,
     )
+    decoder = ingest.templated.decoder
+    templates = TemplateState(decoder.cache, config.spool_dir / TEMPLATE_FILE, clock=time.time)
+    templates.restore(time.time())
     send, recv = trio.open_memory_channel[list[bytes]](CHANNEL_BATCHES)
     receivers = [UdpReceiver(s, process=ingest.process, send=send.clone()) for s in sockets]
     send.close()
     stop = trio.Event()
     _register_collectors(metrics, spool, forwarder, receivers)
     _register_sequence_collector(metrics, ingest.sequences)
+    _register_template_collector(metrics, decoder)
     stats = _Stats(metrics, spool, forwarder)
 
     def health() -> tuple[bool, str]:
@@ -188,7 +197,7 @@ async def _serve(
                     health=health,
                 )
             )
-        nursery.start_soon(_housekeeping, config, spool, ingest, metrics, stats)
+        nursery.start_soon(_housekeeping, config, spool, ingest, templates, stats)
         async with trio.open_nursery() as pipeline:
             pipeline.start_soon(_spool_writer, recv, spool, metrics)
             for receiver in receivers:
@@ -209,6 +218,7 @@ async def _serve(
             )
         # Receivers stopped and every line they read is in the spool.
         ingest.flush()
+        await templates.save()
         await trio.to_thread.run_sync(spool.sync)
         pending = spool.statistics().pending_lines
         log.info("draining", extra={"event": "draining", "pending_lines": pending})
@@ -327,7 +337,7 @@ class _Stats:
 
 
 async def _housekeeping(
-    config: Config, spool: Spool, ingest: Ingest, metrics: RelayMetrics, stats: _Stats
+    config: Config, spool: Spool, ingest: Ingest, templates: TemplateState, stats: _Stats
 ) -> None:
     next_stats = trio.current_time() + config.stats_interval
     while True:
@@ -337,6 +347,8 @@ async def _housekeeping(
         else:
             spool.save_cursor()
         ingest.tick()
+        if templates.due(time.time()):
+            await templates.save()
         if trio.current_time() >= next_stats:
             next_stats += config.stats_interval
             log.info(stats.line(), extra={"event": "stats"})
@@ -369,5 +381,21 @@ def _register_sequence_collector(metrics: RelayMetrics, sequences: SequenceTrack
         metrics.sequence_streams.set(s.streams)
         metrics.sequence_streams_evicted.set(s.streams_evicted, (("reason", "cap"),))
         metrics.sequence_streams_evicted.set(s.streams_expired, (("reason", "idle"),))
+
+    metrics.registry.add_collector(collect)
+
+
+def _register_template_collector(metrics: RelayMetrics, decoder: TemplateDecoder) -> None:
+    def collect() -> None:
+        t = decoder.statistics()
+        metrics.templates.set(t.templates)
+        for event, value in t.template_events.items():
+            metrics.template_events.set(value, (("event", event),))
+        for reason, value in t.templates_refused.items():
+            metrics.templates_refused.set(value, (("reason", reason),))
+        metrics.records_restored_template.set(t.records_from_restored)
+        metrics.held_sets.set(t.held_sets)
+        metrics.held_bytes.set(t.held_bytes)
+        metrics.options_records.set(t.options_records)
 
     metrics.registry.add_collector(collect)

@@ -10,9 +10,10 @@ from relay.addresses import HostPort
 from relay.receiver import BURST, UdpReceiver, open_udp_socket
 
 
-def process(data: bytes, source: str) -> list[bytes]:
+def process(data: bytes, source: str, port: int) -> list[bytes]:
     """Stands in for Ingest.process: junk gives no lines, anything else one line."""
     assert source == "127.0.0.1"
+    assert port > 0
     return [] if data.startswith(b"junk") else [data]
 
 

@@ -255,3 +255,32 @@ def test_reordered_stream_counts_exactly_the_missing_flows(
         counted += t.observe(KEY, seq, count, 0.0)  # all within the hold time
     counted += t.flush()
     assert counted == sum(datagrams[i][1] for i in lost)
+
+
+# --- datagrams whose step is unknown (IPFIX with a set held for its template) ------------
+
+
+def test_a_datagram_of_unknown_step_makes_the_next_sequence_ahead_the_expectation() -> None:
+    t = SequenceTracker(hold=0.0)
+    assert t.observe(KEY, 100, 5, 0.0) == 0
+    assert t.observe(KEY, 105, None, 1.0) == 0  # in order; how many records it held is unknown
+    assert t.observe(KEY, 180, 3, 2.0) == 0  # wherever it ended: no gap counted
+    assert t.observe(KEY, 183, 3, 3.0) == 0
+    assert t.observe(KEY, 190, 1, 4.0) == 4  # the step is known again: 186..189 are lost
+    assert t.expire(10.0) == 0
+
+
+def test_the_gap_before_a_datagram_of_unknown_step_is_still_counted() -> None:
+    t = SequenceTracker(hold=0.0)
+    t.observe(KEY, 100, 5, 0.0)
+    assert t.observe(KEY, 110, None, 1.0) == 5
+
+
+def test_a_late_datagram_does_not_end_an_unknown_step() -> None:
+    t = SequenceTracker(hold=5.0)
+    t.observe(KEY, 100, 5, 0.0)
+    t.observe(KEY, 110, 5, 1.0)  # 105..109 open
+    t.observe(KEY, 115, None, 2.0)
+    t.observe(KEY, 105, 5, 3.0)  # fills the gap; the unknown step is still pending
+    assert t.observe(KEY, 140, 1, 4.0) == 0
+    assert t.flush() == 0

@@ -15,16 +15,35 @@ the compiled one to.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from relay.flows import LAYOUTS, split
 from relay.flows.layout import Layout
 from relay.flows.legacy import time_bases
 from relay.flows.model import Packet, PacketHeader, Problem
+from relay.flows.options_state import Sampling
+from relay.flows.records import RecordPlan, decode_records
 from relay.render import generic
 from relay.render.compiled import MILLIS, CompiledLines, compile_lines
+from relay.render.compiled_template import (
+    PAST,
+    SHORT,
+    CompiledTemplate,
+    compile_template,
+    template_compilable,
+)
 from relay.render.keys import HEADER_KEYS, LinePlan, plan
 from relay.render.options import Body, RenderOptions
+from relay.render.template_line import (
+    NO_OPTIONS,
+    LineContext,
+    TemplateLine,
+    record_problem,
+    template_body,
+    template_line,
+)
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _CACHE_LIMIT = 4096
@@ -65,6 +84,8 @@ class Renderer:
         "_options",
         "_plans",
         "_stamp_cache",
+        "_template_lines",
+        "_templates",
     )
 
     def __init__(self, options: RenderOptions | None = None) -> None:
@@ -74,6 +95,8 @@ class Renderer:
         self._plans: dict[str, LinePlan] = {}
         self._iso_cache: dict[int, str] = {}
         self._stamp_cache: dict[int, str] = {}
+        self._templates: dict[TemplateKey, CompiledTemplate | None] = {}
+        self._template_lines: dict[TemplateKey, TemplateLine] = {}
         # Compiled now, not on a version's first datagram: the hot path never waits on exec.
         for fmt in LAYOUTS.values():
             self.compiled(fmt.layout)
@@ -112,6 +135,109 @@ class Renderer:
                 self._compiled.clear()
             found = self._compiled[layout.fingerprint] = compile_lines(layout, self._options.body)
         return found
+
+    def render_template(
+        self,
+        plan: RecordPlan,
+        data: bytes,
+        header: PacketHeader,
+        exporter: str,
+        context: LineContext,
+        *,
+        part: int = 0,
+        offset: int = 0,
+    ) -> tuple[list[bytes], tuple[Problem, ...]]:
+        """The lines of one v9/IPFIX data set (framing excluded), and the problem of its tail
+        (short_record / varlen_past_set) if any: the fast path when the template compiles,
+        the readable one otherwise; both give the same bytes."""
+        compiled = self.compiled_template(plan)
+        if compiled is None:
+            return self.render_template_readable(
+                plan, data, header, exporter, context, part=part, offset=offset
+            )
+        export_ms = header.export_time_ms
+        k_time, k_up = time_bases(header.sys_uptime, export_ms)
+        if len(self._iso_cache) >= _CACHE_LIMIT:
+            self._iso_cache.clear()
+        nin, nout = _name_tables(compiled.line, context, self._options.body)
+        lines, status, at = compiled.build(
+            data,
+            self._template_prefix(header, exporter),
+            export_ms,
+            self.iso(export_ms),
+            k_time,
+            k_up,
+            context.system_init_ms,
+            str(header.domain),
+            _sampling_table(compiled.line, context),
+            nin,
+            nout,
+            self._iso_cache,
+            self._iso_second,
+        )
+        if status == PAST:
+            problem = record_problem(plan, "varlen_past_set", 0, part, offset + at)
+        elif status == SHORT or (at < len(data) and any(data[at:])):
+            problem = record_problem(plan, "short_record", len(data) - at, part, offset + at)
+        else:
+            return lines, ()
+        return lines, (problem,)
+
+    def render_template_readable(
+        self,
+        plan: RecordPlan,
+        data: bytes,
+        header: PacketHeader,
+        exporter: str,
+        context: LineContext = NO_OPTIONS,
+        *,
+        part: int = 0,
+        offset: int = 0,
+    ) -> tuple[list[bytes], tuple[Problem, ...]]:
+        """``render_template`` value by value: the oracle of the fast path."""
+        records, problems = decode_records(plan, data, part=part, offset=offset)
+        key = _template_key(plan)
+        line = self._template_lines.get(key)
+        if line is None:
+            if len(self._template_lines) >= _COMPILED_LIMIT:
+                self._template_lines.clear()
+            line = self._template_lines[key] = template_line(plan)
+        syslog = self._syslog_header(header.export_time_ms, exporter)
+        body = self._options.body
+        lines = [
+            (
+                syslog
+                + template_body(
+                    line, r, header=header, exporter=exporter, body=body, context=context
+                )
+            ).encode()
+            for r in records
+        ]
+        return lines, problems
+
+    def compiled_template(self, plan: RecordPlan) -> CompiledTemplate | None:
+        """The fast path of a template in this renderer's body style (None: not compilable),
+        cached by what decides the code: version and fields."""
+        key = _template_key(plan)
+        found = self._templates.get(key, _MISSING)
+        if found is _MISSING:
+            if len(self._templates) >= _COMPILED_LIMIT:
+                self._templates.clear()
+            found = None
+            if template_compilable(plan):
+                found = compile_template(plan, self._options.body)
+            self._templates[key] = found
+        return found  # type: ignore[return-value]
+
+    def _template_prefix(self, h: PacketHeader, exporter: str) -> str:
+        body = self._options.body
+        pairs = generic.header_pairs(
+            [("version", h.version), ("exporter", exporter), ("flow_sequence", h.flow_sequence)],
+            body,
+        )
+        text = generic.pairs_text(pairs, body)
+        opening = "{" + text + "," if body == "json" else text + " "
+        return self._syslog_header(h.export_time_ms, exporter) + opening
 
     @property
     def options(self) -> RenderOptions:
@@ -178,6 +304,59 @@ class Renderer:
                 self._stamp_cache.clear()
             legacy = self._stamp_cache[secs] = rfc3164_timestamp(secs)
         return f"<{opts.pri}>{legacy} {exporter} {opts.tag}: "
+
+
+TemplateKey = tuple[int, tuple[object, ...], int]
+_MISSING = object()
+
+
+def _template_key(plan: RecordPlan) -> TemplateKey:
+    """What decides a template's code: two exporters with the same fields share it."""
+    return (plan.version, plan.template.fields, plan.template.scope_fields)
+
+
+class _Memo(dict[object, object]):
+    """A table filled on first use, for one set: options lookups once per distinct key."""
+
+    __slots__ = ("_fill",)
+
+    def __init__(self, fill: Callable[[Any], object]) -> None:
+        super().__init__()
+        self._fill = fill
+
+    def __missing__(self, key: object) -> object:
+        value = self[key] = self._fill(key)
+        return value
+
+
+def _sampling_texts(sampling: Sampling | None) -> tuple[str, str]:
+    return ("0", "0") if sampling is None else (str(sampling.interval), str(sampling.mode))
+
+
+def _sampling_table(line: TemplateLine, context: LineContext) -> object:
+    """The domain's sampling texts, or (a record naming its sampler) a table of them."""
+    if line.sampler is None:
+        return _sampling_texts(context.sampling(None))
+    return _Memo(lambda sampler: _sampling_texts(context.sampling(sampler)))
+
+
+def _name_tables(line: TemplateLine, context: LineContext, body: Body) -> tuple[object, object]:
+    """ifIndex -> the pair of its name (with its separator, empty when unnamed), or None
+    when the context names no interfaces."""
+    if context.interface_name is NO_OPTIONS.interface_name:
+        return None, None
+    tables: list[object] = []
+    for key in ("input_if_name", "output_if_name"):
+
+        def piece(index: object, key: str = key) -> str:
+            name = context.interface_name(index) if isinstance(index, int) else None
+            if name is None:
+                return ""
+            pair = generic.pairs_text([(key, generic.string_text(name, body))], body)
+            return ("," if body == "json" else " ") + pair
+
+        tables.append(_Memo(piece))
+    return tables[0], tables[1]
 
 
 def rfc3164_timestamp(secs: int) -> str:

@@ -1,5 +1,6 @@
-"""Test helpers that run real NetFlow exporters from Debian (softflowd, fprobe) against a UDP
-socket the test owns on 127.0.0.1, and collect what they send.
+"""Test helpers that run real NetFlow exporters from Debian (softflowd, fprobe, pmacct's
+pmacctd with its nfprobe plugin) against a UDP socket the test owns on 127.0.0.1, and collect
+what they send.
 
 Every wait is bounded and every process is reaped, also when a test fails half way.
 """
@@ -110,6 +111,7 @@ class SoftflowdRun:
     stderr: str
     started_ns: int
     finished_ns: int
+    pid: int = 0  # IPFIX softflowd exports it as meteringProcessId
 
 
 def run_softflowd(
@@ -118,25 +120,115 @@ def run_softflowd(
     collector: tuple[str, int],
     *,
     version: int,
+    sampling: int | None = None,
     timeout: float = 20.0,
 ) -> SoftflowdRun:
-    """Run ``softflowd -r CAPTURE -n HOST:PORT -v VERSION`` to its end.
+    """Run ``softflowd -r CAPTURE -n HOST:PORT -v VERSION [-s SAMPLING]`` to its end.
 
     Reading a file, softflowd stays in the foreground and expires flows only when its table
     is full (``-m``, 8192 flows); at end of file it flushes every flow it tracks, so each flow
     of a small capture is exported exactly once, whatever its timeouts. No ``-c``/``-p``:
     ``-r`` turns the control socket off, and a ``-c`` given after it turns it back on, after
-    which softflowd 1.1.0 blocks in accept() instead of exiting.
+    which softflowd 1.1.0 blocks in accept() instead of exiting. ``-s N`` samples the 1st,
+    (N+1)th, ... packet of the capture (systematic count-based sampling).
     """
     cmd = [binary, "-r", str(capture), "-n", f"{collector[0]}:{collector[1]}", "-v", str(version)]
+    if sampling is not None:
+        cmd += ["-s", str(sampling)]
     started = time.time_ns()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+            raise
     return SoftflowdRun(
         returncode=proc.returncode,
-        stdout=proc.stdout,
-        stderr=proc.stderr,
+        stdout=stdout,
+        stderr=stderr,
         started_ns=started,
         finished_ns=time.time_ns(),
+        pid=proc.pid,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PmacctRun:
+    returncode: int
+    log: str
+    started_ns: int
+    finished_ns: int
+
+
+def pmacctd_config(
+    capture: Path,
+    collector: tuple[str, int],
+    *,
+    version: int,
+    sampling_rate: int | None = None,
+    engine: int | None = None,
+) -> str:
+    """A pmacctd configuration: read ``capture`` once, export it with the nfprobe plugin.
+
+    Timeouts of 1 s (the least nfprobe takes) so flows leave its cache within seconds; at
+    the end of the file pmacctd stops and the plugin flushes what it still holds.
+    ``sampling_rate: N`` samples packets at random, 1 in N on average (CONFIG-KEYS);
+    ``nfprobe_engine: N`` makes N the v9 Source ID / IPFIX Observation Domain ID, so that
+    several pmacctd on one address keep their templates apart at the collector.
+    """
+    lines = [
+        "daemonize: false",
+        "plugins: nfprobe",
+        f"nfprobe_receiver: {collector[0]}:{collector[1]}",
+        f"nfprobe_version: {version}",
+        "nfprobe_timeouts: tcp=1:tcp.rst=1:tcp.fin=1:udp=1:icmp=1:general=1:maxlife=1:expint=1",
+        f"pcap_savefile: {capture}",
+    ]
+    if sampling_rate is not None:
+        lines.append(f"sampling_rate: {sampling_rate}")
+    if engine is not None:
+        lines.append(f"nfprobe_engine: {engine}")
+    return "\n".join(lines) + "\n"
+
+
+def run_pmacctd(
+    binary: str,
+    capture: Path,
+    collector: tuple[str, int],
+    *,
+    version: int,
+    config_dir: Path,
+    sampling_rate: int | None = None,
+    engine: int | None = None,
+    timeout: float = 30.0,
+) -> PmacctRun:
+    """Run pmacctd over ``capture`` to its end (it sleeps 2 s before reading a savefile,
+    then exits once the plugin flushed); its log (stderr) is kept with stdout."""
+    config = config_dir / f"pmacctd-v{version}-{sampling_rate or 1}-{engine or 0}.conf"
+    config.write_text(
+        pmacctd_config(
+            capture, collector, version=version, sampling_rate=sampling_rate, engine=engine
+        )
+    )
+    started = time.time_ns()
+    with subprocess.Popen(
+        [binary, "-f", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    ) as proc:
+        try:
+            log, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            # pmacctd forks its plugin: end the whole group it leads, nothing else.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            log, _ = proc.communicate()
+            raise
+    return PmacctRun(
+        returncode=proc.returncode, log=log, started_ns=started, finished_ns=time.time_ns()
     )
 
 

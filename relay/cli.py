@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="the whole relay on loopback with a synthetic exporter; exits by itself",
         description="Throwaway certificates, a local TLS syslog receiver, the relay and a "
-        "synthetic NetFlow v1/v5/v6/v7 exporter, all on 127.0.0.1.",
+        "synthetic NetFlow v1/v5/v6/v7/v9/IPFIX exporter, all on 127.0.0.1.",
     )
 
     send = commands.add_parser(

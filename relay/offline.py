@@ -102,10 +102,11 @@ class _Offline:
         self._ticked = 0.0
         self._caught = caught
         self._err = err
+        self._metrics = RelayMetrics()
         self.ingest = Ingest(
             renderer=renderer,
             allow=AllowList(_EVERYONE),
-            metrics=RelayMetrics(),
+            metrics=self._metrics,
             clock=self._clock,
             wall_clock=self._clock,
             # interval 0: every line is let through (the key's and the event's limits).
@@ -125,9 +126,20 @@ class _Offline:
             self._tick()
         decoder = self.ingest.templated.decoder
         before = decoder.statistics()
+        warnings = dict(self._metrics.packets_warning.values)
         lines = self.ingest.process(payload, item.source, item.port)
         after = decoder.statistics()
-        self._report(item)
+        logged = self._report(item)
+        # A warning counted but not logged (the v9/IPFIX path only counts them) is named too.
+        for labels, count in self._metrics.packets_warning.values.items():
+            reason = dict(labels).get("warning", "")
+            if count > warnings.get(labels, 0) and reason not in logged:
+                detail = (
+                    f": {trailing} bytes after the message"
+                    if (trailing := _trailing(payload)) and reason == "trailing_bytes"
+                    else ""
+                )
+                self._err.write(f"{item.where}: from {item.source}: warning {reason}{detail}\n")
         released = after.sets_released - before.sets_released
         held = after.sets_held - before.sets_held
         # Which held sets a template released is the decoder's business; here the oldest
@@ -171,7 +183,9 @@ class _Offline:
                 f"set{'s' if sets > 1 else ''} never released: expired ({reasons})\n"
             )
 
-    def _report(self, item: _Item) -> None:
+    def _report(self, item: _Item) -> set[str]:
+        """Writes what the ingest logged about the datagram; returns the warnings."""
+        warned = set()
         for record in self._drain():
             event = str(getattr(record, "event", ""))
             reason = str(getattr(record, "reason", ""))
@@ -187,10 +201,12 @@ class _Offline:
                     + (message.split(": ", 1)[-1])
                 )
             elif event == "datagram_warning":
+                warned.add(reason)
                 text = f"warning {reason}: {message}"
             else:
                 text = message
             self._err.write(f"{item.where}: from {item.source}: {text}\n")
+        return warned
 
     def _drain(self) -> list[logging.LogRecord]:
         records = self._caught.records[:]
@@ -244,6 +260,13 @@ def decode_files(
         unreadable_files=unreadable,
         sets_dropped=run.sets_dropped,
     )
+
+
+def _trailing(payload: bytes) -> int:
+    """Bytes after an IPFIX message's own length (0 for anything else)."""
+    if len(payload) >= 4 and payload[:2] == b"\x00\x0a":
+        return max(0, len(payload) - int.from_bytes(payload[2:4], "big"))
+    return 0
 
 
 def _items(path: Path, exporter: str, port: int | None) -> tuple[list[_Item], str | None]:

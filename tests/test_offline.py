@@ -192,3 +192,18 @@ def test_templates_of_one_exporter_do_not_decode_another_exporters_data(
     [line] = err
     assert line.startswith(f"{path}: packet 2: from 192.0.2.44: ")
     assert "expired (no_template)" in line
+
+
+def test_bytes_after_an_ipfix_message_are_a_named_warning_and_its_records_still_decode(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    result = export(10, 4)
+    templates, data = result.datagrams
+    path = tmp_path / "trailing.pcap"
+    path.write_bytes(capture((templates, data + bytes(range(1, 13)))))
+    code, out, err = run(capsys, "decode", str(path))
+    assert code == 0
+    check_lines(out, result, 10, EXPORTER)
+    assert err == [
+        f"{path}: packet 2: from {EXPORTER}: warning trailing_bytes: 12 bytes after the message"
+    ]

@@ -29,6 +29,7 @@ from relay.errors import (
 from relay.framing import FRAMINGS
 from relay.offline import decode_files
 from relay.render import BODIES, HEADERS, Renderer, RenderOptions
+from relay.sendtest import VERSIONS as SEND_VERSIONS
 from relay.sendtest import send_test
 from relay.service import hangup_ignored, run_relay
 from relay.workers import run_supervisor, worker_config
@@ -77,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="the whole relay on loopback with a synthetic exporter; exits by itself",
         description="Throwaway certificates, a local TLS syslog receiver, the relay and a "
-        "synthetic NetFlow v1/v5/v6/v7 exporter, all on 127.0.0.1.",
+        "synthetic NetFlow v1/v5/v6/v7/v9/IPFIX exporter, all on 127.0.0.1.",
     )
 
     send = commands.add_parser(
@@ -85,13 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="send synthetic NetFlow to check the path from routers to the relay",
     )
     send.add_argument("--to", required=True, metavar="HOST:PORT")
-    send.add_argument("--version", type=int, default=5, choices=(1, 5, 6, 7))
+    send.add_argument(
+        "--version",
+        type=int,
+        default=5,
+        choices=SEND_VERSIONS,
+        help="NetFlow version; 9 and 10 (IPFIX) send their templates and options first",
+    )
     send.add_argument("--count", type=int, default=10, help="datagrams to send (default 10)")
     send.add_argument(
         "--records",
         type=int,
         default=None,
-        help="flows per datagram (default: the version's maximum)",
+        help="flows per datagram (default: the version's maximum; v9/IPFIX: 12)",
     )
     send.add_argument(
         "--rate", type=float, default=100.0, help="datagrams per second, 0 = flat out"
@@ -247,9 +254,14 @@ def _cmd_send_test(args: argparse.Namespace) -> int:
         records=args.records,
         rate=args.rate,
     )
+    templates = (
+        f" after {result.template_datagrams} of templates and options"
+        if result.template_datagrams
+        else ""
+    )
     print(
         f"sent {result.datagrams} NetFlow v{args.version} datagrams ({result.records} flow "
-        f"records) to {target} in {result.seconds:.2f} s; check the relay's "
+        f"records){templates} to {target} in {result.seconds:.2f} s; check the relay's "
         "flowrelay_packets_received_total"
     )
     return EX_OK

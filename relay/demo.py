@@ -2,7 +2,8 @@
 
 Throwaway certificates, a local mutual-TLS syslog receiver standing in for the platform, the
 relay itself (the same ``run_relay`` as ``relay run``), and a synthetic exporter sending
-NetFlow v1, v5, v6 and v7 plus one malformed datagram. Shows lines as they arrive and the
+NetFlow v1, v5, v6, v7, v9 and IPFIX (templates and options first, then data) plus one
+malformed datagram. Shows lines as they arrive and the
 counters at the end; exits 0 by itself, and cleanly on Ctrl-C.
 """
 
@@ -27,7 +28,7 @@ from relay.service import RelayHandle, run_relay
 from relay.testing.sink import SyslogSink
 from relay.testing.synth import SyntheticExporter
 
-VERSIONS = (1, 5, 6, 7)
+VERSIONS = (1, 5, 6, 7, 9, 10)
 DATAGRAMS_PER_VERSION = 6
 RECORDS_PER_DATAGRAM = 10
 SHOW_PER_VERSION = 2
@@ -43,9 +44,14 @@ class _Display:
         text = line.decode("ascii", "replace")
         version = text.split('"version":', 1)[1].split(",", 1)[0] if '"version":' in text else "?"
         self.received[version] += 1
-        if self.shown[version] < SHOW_PER_VERSION:
-            self.shown[version] += 1
-            self.out.write(f"  v{version} | {text}\n")
+        # v9 and IPFIX carry IPv4 and IPv6 flows: show one of each.
+        address = text.split('"src_addr":"', 1)[-1].split('"', 1)[0]
+        key = f"{version}/{':' in address}" if version in ("9", "10") else version
+        limit = 1 if version in ("9", "10") else SHOW_PER_VERSION
+        if self.shown[key] < limit:
+            self.shown[key] += 1
+            label = "IPFIX" if version == "10" else f"v{version}"
+            self.out.write(f"  {label:>5} | {text}\n")
             self.out.flush()
 
 
@@ -92,8 +98,9 @@ async def run_demo(out: TextIO, *, patience: float = 45.0) -> bool:
                     f"relay listening on 127.0.0.1:{port}, metrics on "
                     f"http://127.0.0.1:{handle.metrics_port}/metrics\n"
                     f"exporter: sending {DATAGRAMS_PER_VERSION} datagrams x "
-                    f"{RECORDS_PER_DATAGRAM} flows of NetFlow v1, v5, v6, v7 and 1 malformed "
-                    "datagram\n\nlines arriving at the receiver (first of each version):\n"
+                    f"{RECORDS_PER_DATAGRAM} flows of NetFlow v1, v5, v6, v7, v9 and IPFIX "
+                    "(v9 and IPFIX: templates, options and data) and 1 malformed datagram\n\n"
+                    "lines arriving at the receiver (first of each version):\n"
                 )
                 out.flush()
                 await _export(port)
@@ -110,19 +117,19 @@ async def _export(port: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         for _ in range(DATAGRAMS_PER_VERSION):
             for version in VERSIONS:
-                sock.sendto(
-                    exporter.datagram(version, RECORDS_PER_DATAGRAM, time.time()),
-                    ("127.0.0.1", port),
-                )
+                # v9 and IPFIX: the first export also carries the templates and options.
+                export = exporter.export(version, RECORDS_PER_DATAGRAM, time.time())
+                for datagram in export.datagrams:
+                    sock.sendto(datagram, ("127.0.0.1", port))
             await trio.sleep(0.05)
-        sock.sendto(b"\x00\x09not netflow v1-v7", ("127.0.0.1", port))
+        sock.sendto(b"\x00\x0bno such NetFlow version", ("127.0.0.1", port))
 
 
 def _summary(out: TextIO, handle: RelayHandle, display: _Display, expected: int) -> None:
     m = handle.metrics
     m.registry.families()  # refresh the collected values
     received = sum(display.received.values())
-    per_version = ", ".join(f"v{v}: {display.received[str(v)]}" for v in VERSIONS)
+    per_version = ", ".join(f"{_name(v)}: {display.received[str(v)]}" for v in VERSIONS)
     malformed = int(sum(m.packets_malformed.values.values()))
     out.write(
         f"\nsummary: {received} of {expected} flow records arrived over TLS ({per_version})\n"
@@ -131,8 +138,14 @@ def _summary(out: TextIO, handle: RelayHandle, display: _Display, expected: int)
         f"  records decoded {int(m.records_decoded.get())}, "
         f"lines spooled {int(m.lines_spooled.get())}, "
         f"lines forwarded (acknowledged) {int(m.lines_forwarded.get())}\n"
+        f"  v9/IPFIX: templates known {int(m.templates.get())}, options records applied "
+        f"{int(m.options_records.get())}, sets dropped {int(sum(m.sets_dropped.values.values()))}\n"
     )
     out.flush()
+
+
+def _name(version: int) -> str:
+    return "IPFIX" if version == 10 else f"v{version}"
 
 
 async def _cancel_on_sigint(scope: trio.CancelScope, out: TextIO) -> None:

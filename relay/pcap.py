@@ -9,6 +9,7 @@ types Ethernet (with 802.1Q/802.1ad tags), raw IP, BSD loopback, Linux cooked v1
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import struct
 from collections.abc import Iterator
@@ -53,6 +54,8 @@ class UdpDatagram:
     dst: str
     dst_port: int
     payload: bytes
+    # When the capture saw it, UNIX seconds (relay decode's clock); not part of its identity.
+    time: float = dataclasses.field(default=0.0, compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,42 +80,50 @@ def read_capture(data: bytes) -> Iterator[UdpDatagram | Unreadable]:
         frames = _pcap_frames(data)
     else:
         raise CaptureError("not a pcap or pcapng capture")
-    for number, linktype, frame, orig_len in frames:
+    for number, linktype, frame, orig_len, seen in frames:
         result = _udp(number, linktype, frame, truncated=len(frame) < orig_len)
-        if result is not None:
+        if isinstance(result, UdpDatagram):
+            yield dataclasses.replace(result, time=seen)
+        elif result is not None:
             yield result
 
 
-def _pcap_frames(data: bytes) -> Iterator[tuple[int, int, bytes, int]]:
+# Each frame: its number, link type, bytes, length on the wire, and timestamp (UNIX seconds).
+_Frame = tuple[int, int, bytes, int, float]
+
+
+def _pcap_frames(data: bytes) -> Iterator[_Frame]:
     order = PCAP_MAGICS[data[:4]]
     if len(data) < 24:
         raise CaptureError("pcap global header is cut short")
     linktype = struct.unpack_from(order + "I", data, 20)[0] & 0xFFFF
+    unit = 1e-9 if data[:4] in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d") else 1e-6
     record = struct.Struct(order + "IIII")
     offset, number = 24, 0
     while offset < len(data):
         if offset + record.size > len(data):
             raise CaptureError(f"packet {number + 1}: record header cut short")
-        _, _, incl_len, orig_len = record.unpack_from(data, offset)
+        secs, fraction, incl_len, orig_len = record.unpack_from(data, offset)
         offset += record.size
         if offset + incl_len > len(data):
             raise CaptureError(f"packet {number + 1}: packet data cut short")
         number += 1
-        yield number, linktype, data[offset : offset + incl_len], orig_len
+        yield number, linktype, data[offset : offset + incl_len], orig_len, secs + fraction * unit
         offset += incl_len
 
 
-def _pcapng_frames(data: bytes) -> Iterator[tuple[int, int, bytes, int]]:
+def _pcapng_frames(data: bytes) -> Iterator[_Frame]:
     offset, number = 0, 0
     order = "<"
     linktypes: list[int] = []
+    units: list[float] = []  # each interface's timestamp unit in seconds (if_tsresol)
     while offset + 12 <= len(data):
         if data[offset : offset + 4] == PCAPNG_SHB:
             magic = data[offset + 8 : offset + 12]
             order = {b"\x4d\x3c\x2b\x1a": "<", b"\x1a\x2b\x3c\x4d": ">"}.get(magic, "")
             if not order:
                 raise CaptureError(f"offset {offset}: bad pcapng byte-order magic")
-            linktypes = []
+            linktypes, units = [], []
         block_type, block_len = struct.unpack_from(order + "II", data, offset)
         if block_len < 12 or block_len % 4 or offset + block_len > len(data):
             raise CaptureError(f"offset {offset}: pcapng block length {block_len} is invalid")
@@ -123,23 +134,41 @@ def _pcapng_frames(data: bytes) -> Iterator[tuple[int, int, bytes, int]]:
         offset += block_len
         if block_type == 1:  # interface description
             linktypes.append(struct.unpack_from(order + "H", body)[0])
+            units.append(_tsresol(order, body[8:]))
         elif block_type in (6, 2):  # enhanced packet, obsolete packet
             if block_type == 6:
-                iface, _, _, cap_len, orig_len = struct.unpack_from(order + "IIIII", body)
+                iface, high, low, cap_len, orig_len = struct.unpack_from(order + "IIIII", body)
             else:
-                iface, _, _, _, cap_len, orig_len = struct.unpack_from(order + "HHIIII", body)
+                iface, _, high, low, cap_len, orig_len = struct.unpack_from(order + "HHIIII", body)
             number += 1
             if iface >= len(linktypes) or 20 + cap_len > len(body):
                 raise CaptureError(f"packet {number}: bad interface or captured length")
-            yield number, linktypes[iface], body[20 : 20 + cap_len], orig_len
+            seen = ((high << 32) | low) * units[iface]
+            yield number, linktypes[iface], body[20 : 20 + cap_len], orig_len, seen
         elif block_type == 3:  # simple packet: interface 0, captured up to the block end
             (orig_len,) = struct.unpack_from(order + "I", body)
             number += 1
             if not linktypes:
                 raise CaptureError(f"packet {number}: simple packet before any interface")
-            yield number, linktypes[0], body[4 : 4 + orig_len], orig_len
+            # A simple packet has no timestamp: 0, which no clock of relay decode uses.
+            yield number, linktypes[0], body[4 : 4 + orig_len], orig_len, 0.0
     if offset != len(data):
         raise CaptureError(f"offset {offset}: pcapng block cut short")
+
+
+def _tsresol(order: str, options: bytes) -> float:
+    """An interface's if_tsresol (option 9): 10**-n, or 2**-n with the top bit; default
+    microseconds."""
+    at = 0
+    while at + 4 <= len(options):
+        code, length = struct.unpack_from(order + "HH", options, at)
+        if code == 0:
+            break
+        if code == 9 and length >= 1 and at + 5 <= len(options):
+            value = options[at + 4]
+            return 2.0 ** -(value & 0x7F) if value & 0x80 else 10.0 ** -(value & 0x7F)
+        at += 4 + length + (-length % 4)
+    return 1e-6
 
 
 def _udp(

@@ -67,7 +67,7 @@ def raw_files(tmp_path: Path) -> dict[str, Path]:
         "good": V5,
         "good7": datagram(7, [Record(src_addr="172.16.0.1")] * 3, header=Header(unix_secs=1)),
         "short": datagram(5, RECORDS, count=3),  # says 3 records, holds 2
-        "v9": b"\x00\x09" + bytes(30),
+        "v11": b"\x00\x0b" + bytes(30),  # no such version
     }
     paths = {}
     for name, data in files.items():
@@ -131,7 +131,7 @@ def test_decode_names_each_invalid_datagram_and_prints_the_valid_ones(
 ) -> None:
     code, out, err = run(
         capsys, "decode", "--exporter", "10.0.0.7",
-        str(raw_files["short"]), str(raw_files["good"]), str(raw_files["v9"]),
+        str(raw_files["short"]), str(raw_files["good"]), str(raw_files["v11"]),
         str(raw_files["good7"]),
     )  # fmt: skip
     assert code == 0  # invalid datagrams are the exporter's problem, not a failed command
@@ -140,7 +140,7 @@ def test_decode_names_each_invalid_datagram_and_prints_the_valid_ones(
     assert len(err_lines) == 2
     assert str(raw_files["short"]) in err_lines[0]
     assert "short_records" in err_lines[0]
-    assert str(raw_files["v9"]) in err_lines[1]
+    assert str(raw_files["v11"]) in err_lines[1]
     assert "unknown_version" in err_lines[1]
     assert "Traceback" not in err
 
@@ -214,7 +214,7 @@ def test_decode_corrupt_pcapng_is_a_sentence_not_a_traceback(
 
 def test_python_m_relay_decode(raw_files: dict[str, Path]) -> None:
     result = python_m_relay("decode", "--exporter", "10.0.0.7", str(raw_files["good"]),
-                            str(raw_files["v9"]))  # fmt: skip
+                            str(raw_files["v11"]))  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == 2
     assert "unknown_version" in result.stderr
@@ -231,7 +231,8 @@ def test_python_m_relay_decode(raw_files: dict[str, Path]) -> None:
         ["no-such-command"],
         [],
         ["send-test"],  # --to is required
-        ["send-test", "--to", "127.0.0.1:9", "--version", "9"],
+        ["send-test", "--to", "127.0.0.1:9", "--version", "8"],
+        ["send-test", "--to", "127.0.0.1:9", "--version", "9", "--records", "501"],
         ["send-test", "--to", "127.0.0.1:9", "--count", "-1"],
         ["send-test", "--to", "127.0.0.1:9", "--count", "many"],
         ["send-test", "--to", "nonsense"],
@@ -462,10 +463,22 @@ def test_certs_request_into_an_unusable_directory(
 def test_python_m_relay_demo_runs_and_exits_0() -> None:
     result = python_m_relay("demo", timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "240 of 240" in result.stdout
+    assert "360 of 360" in result.stdout
+    assert "v9: 60, IPFIX: 60" in result.stdout
     assert "netstat.netflow.lt" in result.stdout
-    for version in (1, 5, 6, 7):
+    for version in (1, 5, 6, 7, 9, 10):
         assert f'"version":{version},' in result.stdout
+    # The options came before the data: IPFIX lines name their interfaces, and both give
+    # the exporter's sampling (1 in 100).
+    assert '"input_if_name":"GigabitEthernet0/' in result.stdout
+    assert re.search(r'"version":9,.*"sampling_interval":100,', result.stdout)
+    assert re.search(r'"version":10,.*"sampling_interval":100,', result.stdout)
+    # One IPv6 flow each is shown for v9 and IPFIX.
+    assert re.search(r'"version":9,.*"src_addr":"2001:db8:', result.stdout)
+    assert re.search(r'"version":10,.*"src_addr":"2001:db8:', result.stdout)
+    assert "v9/IPFIX: templates known 8, options records applied 50, sets dropped 0" in (
+        result.stdout
+    )
     assert "Traceback" not in result.stderr
 
 

@@ -148,6 +148,20 @@ def test_pcap_all_magics(big_endian: bool, nanosecond: bool) -> None:
     expect_udp6(got[1])
 
 
+@pytest.mark.parametrize("writer", [pcap_bytes, pcapng_bytes], ids=["pcap", "pcapng"])
+@pytest.mark.parametrize("nanosecond", [False, True], ids=["us", "ns"])
+def test_each_datagram_carries_its_capture_timestamp(
+    writer: Callable[..., bytes], nanosecond: bool
+) -> None:
+    """relay decode's clock: a template's age between packets comes from these."""
+    got = items(writer(frames(UDP4, UDP6), nanosecond=nanosecond))
+    unit = 1 if nanosecond else 1000
+    for i, item in enumerate(got):
+        assert isinstance(item, UdpDatagram)
+        expected_ns = (TS + i) // unit * unit
+        assert item.time == pytest.approx(expected_ns / 1e9, abs=1e-6)
+
+
 def test_empty_pcap_has_no_datagrams() -> None:
     assert items(pcap_bytes([])) == []
 

@@ -31,7 +31,7 @@ from relay.metrics import RelayMetrics, serve_http
 from relay.receiver import UdpReceiver, open_udp_socket
 from relay.render import Renderer
 from relay.sequence import SequenceTracker
-from relay.spool import FsyncPolicy, Overflow, Spool, SpoolStats
+from relay.spool import FsyncPolicy, Spool, SpoolStats
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class RelayHandle:
 
 def build_ssl_context(config: Config) -> ssl.SSLContext | None:
     """One client context for all endpoints (they share the platform's CA and our cert)."""
-    if not config.tls:
+    if not config.tls.tls:
         return None
     first = config.endpoints[0]
     for other in config.endpoints[1:]:
@@ -66,26 +66,19 @@ def build_ssl_context(config: Config) -> ssl.SSLContext | None:
                 "the platform must use the same files",
                 key="endpoint",
             )
-    return client_context(ca=first.ca, cert=first.cert, key=first.key, verify=config.verify)
+    return client_context(ca=first.ca, cert=first.cert, key=first.key, verify=config.tls.verify)
 
 
 def forwarder_config(config: Config, context: ssl.SSLContext | None) -> ForwarderConfig:
-    return ForwarderConfig(
+    """The file's [forward] settings with what exists only at start: the endpoints (the TLS
+    files stay behind, in ``context``) and the framing."""
+    return ForwarderConfig.of(
+        config.forward,
         endpoints=tuple(
             Endpoint(host=e.host, port=e.port, server_name=e.server_name) for e in config.endpoints
         ),
         ssl_context=context,
-        framing=config.framing,  # type: ignore[arg-type]
-        batch_bytes=config.batch_bytes,
-        backoff_initial=config.backoff_initial,
-        backoff_max=config.backoff_max,
-        connect_timeout=config.connect_timeout,
-        primary_retry_interval=config.primary_retry_interval,
-        # The clean close (acknowledgements, close_notify, the peer's EOF) counts against the
-        # same SIGTERM budget as the drain.
-        drain_timeout=config.drain_timeout,
-        stall_timeout=config.stall_timeout,
-        failover_after=config.failover_after,
+        framing=config.framing,
         client_certificate=bool(config.endpoints) and config.endpoints[0].cert is not None,
     )
 
@@ -111,17 +104,18 @@ async def run_relay(
     fconfig = check_startup(config)
     sockets: list[socket.socket] = []
     try:
-        for address in config.listen:
+        listen = config.listen
+        for address in listen.addresses:
             sock = open_udp_socket(
-                address, receive_buffer=config.receive_buffer, reuse_port=config.workers > 1
+                address, receive_buffer=listen.receive_buffer, reuse_port=listen.workers > 1
             )
             sockets.append(sock)
         spool = Spool.open(
-            config.spool_dir,
-            max_bytes=config.spool_max_bytes,
-            segment_bytes=config.spool_segment_bytes,
-            overflow=Overflow(config.overflow),
-            fsync=FsyncPolicy(config.fsync),
+            config.spool.directory,
+            max_bytes=config.spool.max_bytes,
+            segment_bytes=config.spool.segment_bytes,
+            overflow=config.spool.overflow,
+            fsync=config.spool.fsync,
         )
     except BaseException:
         for sock in sockets:
@@ -152,8 +146,8 @@ async def _serve(
     metrics = RelayMetrics()
     forwarder = Forwarder(spool, fconfig)
     ingest = Ingest(
-        renderer=Renderer(config.render),
-        allow=AllowList(config.allow),
+        renderer=Renderer(config.output),
+        allow=AllowList(config.listen.allow),
         metrics=metrics,
         clock=time.monotonic,
     )
@@ -178,13 +172,13 @@ async def _serve(
             await nursery.start(_stop_on_signal, stop)
         await nursery.start(forwarder.run)
         metrics_port = None
-        if config.metrics is not None:
+        if (address := config.metrics.address) is not None:
             metrics_port = await nursery.start(
                 partial(
                     serve_http,
                     metrics.registry,
-                    config.metrics.host,
-                    config.metrics.port,
+                    address.host,
+                    address.port,
                     health=health,
                 )
             )
@@ -200,8 +194,8 @@ async def _serve(
                     "event": "started",
                     "listen": ", ".join(f"{h}:{p}" for h, p in listen),
                     "endpoints": ", ".join(str(e) for e in config.endpoints),
-                    "spool": str(config.spool_dir),
-                    "fsync": config.fsync,
+                    "spool": str(config.spool.directory),
+                    "fsync": str(config.spool.fsync),
                 },
             )
             task_status.started(
@@ -212,7 +206,7 @@ async def _serve(
         await trio.to_thread.run_sync(spool.sync)
         pending = spool.statistics().pending_lines
         log.info("draining", extra={"event": "draining", "pending_lines": pending})
-        delivered = await forwarder.drain(timeout=config.drain_timeout)
+        delivered = await forwarder.drain(timeout=config.forward.drain_timeout)
         left = spool.statistics().pending_lines
         log.info(
             "stopped" if delivered else "stopped with lines left in the spool",
@@ -329,16 +323,17 @@ class _Stats:
 async def _housekeeping(
     config: Config, spool: Spool, ingest: Ingest, metrics: RelayMetrics, stats: _Stats
 ) -> None:
-    next_stats = trio.current_time() + config.stats_interval
+    interval = config.spool.fsync is FsyncPolicy.INTERVAL
+    next_stats = trio.current_time() + config.log.stats_interval
     while True:
-        await trio.sleep(config.fsync_interval if config.fsync == "interval" else 1.0)
-        if config.fsync == "interval":
+        await trio.sleep(config.spool.fsync_interval if interval else 1.0)
+        if interval:
             await trio.to_thread.run_sync(spool.sync)
         else:
             spool.save_cursor()
         ingest.tick()
         if trio.current_time() >= next_stats:
-            next_stats += config.stats_interval
+            next_stats += config.log.stats_interval
             log.info(stats.line(), extra={"event": "stats"})
 
 

@@ -146,7 +146,7 @@ def load(
     env = os.environ if environ is None else environ
     _reject_unknown(doc)
     out: dict[str, Any] = doc.get("output", {})
-    spool: dict[str, Any] = doc.get("spool", {})
+    spool: dict[str, Any] = dict(doc.get("spool", {}))
     forward = dict(doc.get("forward", {}))
     tls = {k: forward.pop(k) for k in ("tls", "verify") if k in forward}
 
@@ -172,10 +172,9 @@ def load(
             "--framing" if flags.framing else "output.framing",
         )
     )
-    directory: tuple[str, object] = ("--spool", flags.spool)
     if not flags.spool and "directory" not in spool and env.get("STATE_DIRECTORY"):
         # Under systemd's StateDirectory= the unit tells us where our state lives.
-        directory = ("spool.directory", Path(env["STATE_DIRECTORY"].split(":")[0]) / "spool")
+        spool["directory"] = Path(env["STATE_DIRECTORY"].split(":")[0]) / "spool"
     return Config(
         listen=listen,
         output=output,
@@ -184,8 +183,8 @@ def load(
             SpoolConfig,
             "spool",
             spool,
-            directory=directory,
-            fsync=("--fsync", flags.fsync),
+            directory=("--spool", flags.spool or None),
+            fsync=("--fsync", flags.fsync or None),
         ),
         tls=_component(TlsSettings, "forward", tls),
         forward=_component(ForwardSettings, "forward", forward),
@@ -194,7 +193,7 @@ def load(
             MetricsConfig, "metrics", doc.get("metrics", {}), address=("--metrics", flags.metrics)
         ),
         log=_component(
-            LogConfig, "log", doc.get("log", {}), format=("--log-format", flags.log_format)
+            LogConfig, "log", doc.get("log", {}), format=("--log-format", flags.log_format or None)
         ),
         templates=_component(TemplatesConfig, "templates", doc.get("templates", {})),
     )

@@ -24,7 +24,9 @@ from relay.addresses import HostPort
 from relay.certs import TlsFiles, issue_certificate
 from relay.config import DEFAULT_ALLOW, SCHEMA, Overrides, load, to_document
 from relay.errors import ConfigError
-from relay.spool import Spool
+from relay.framing import Framing
+from relay.logs import LogLevel
+from relay.spool import FsyncPolicy, Overflow, Spool
 
 EX_CONFIG = 78
 EX_USAGE = 2
@@ -344,6 +346,47 @@ def test_load_errors_name_the_key(document: dict[str, object], key: str) -> None
     leaf = key.partition("[")[0].rpartition(".")[2]
     assert leaf in message, message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "flag"),
+    [
+        (Overrides(listen=["127.0.0.1"]), "--listen"),
+        (Overrides(allow=["10.0.0.0/33"]), "--allow"),
+        (Overrides(workers=0), "--workers"),
+        (Overrides(metrics="localhost"), "--metrics"),
+        (Overrides(spool="/srv/\nspool"), "--spool"),
+        (Overrides(fsync="sometimes"), "--fsync"),
+        (Overrides(framing="crlf"), "--framing"),
+        (Overrides(log_format="xml"), "--log-format"),
+    ],
+)
+def test_a_bad_flag_value_names_the_flag_not_the_key(overrides: Overrides, flag: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load({}, overrides, environ={})
+    assert raised.value.key == flag
+    assert str(raised.value).startswith(flag), str(raised.value)
+    assert "." not in str(raised.value).partition(" ")[0]
+
+
+def test_empty_flags_are_not_given_and_the_file_value_holds() -> None:
+    document = {"spool": {"directory": "/srv/s", "fsync": "never"}, "log": {"format": "text"}}
+    config = load(document, Overrides(spool="", fsync="", log_format=""), environ={})
+    assert (config.spool.directory, config.spool.fsync) == (Path("/srv/s"), "never")
+    assert config.log.format == "text"
+
+
+def test_choices_are_enums_from_the_file_and_from_flags() -> None:
+    from_file = load(
+        {"spool": {"fsync": "never", "overflow": "drop-newest"}, "log": {"level": "DEBUG"}},
+        environ={},
+    )
+    assert from_file.spool.fsync is FsyncPolicy.NEVER
+    assert from_file.spool.overflow is Overflow.DROP_NEWEST
+    assert from_file.log.level is LogLevel.DEBUG
+    from_flags = load({}, Overrides(fsync="always", framing="octet-counting"), environ={})
+    assert from_flags.spool.fsync is FsyncPolicy.ALWAYS
+    assert from_flags.framing is Framing.OCTET_COUNTING
 
 
 # ---- relay run: one sentence, exit 78 ---------------------------------------------------------

@@ -199,7 +199,7 @@ if __name__ == "__main__":
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--size", type=int, default=400)
     parser.add_argument("--target", choices=("sink", "rsyslog", "both"), default="both")
-    parser.add_argument("--framing", choices=("newline", "octet-counting"), default="newline")
+    parser.add_argument("--framing", type=Framing, choices=list(Framing), default=Framing.NEWLINE)
     parser.add_argument("--driver", choices=("ossl", "gtls"), help="rsyslog's TLS driver")
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the run")
     arguments = parser.parse_args()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from enum import StrEnum
 from pathlib import Path
 
 import trio
@@ -12,7 +13,7 @@ import trio
 from relay import __version__, logs
 from relay.addresses import parse_hostport
 from relay.certs import check_files, issue_certificate, make_key_and_csr, make_test_ca
-from relay.config import Config, Overrides, load, parse_toml
+from relay.config import Config, Overrides, flag_named, load, parse_toml
 from relay.demo import run_demo
 from relay.errors import (
     EX_CONFIG,
@@ -26,12 +27,14 @@ from relay.errors import (
     SpoolTransient,
     UsageError,
 )
-from relay.framing import FRAMINGS
+from relay.framing import Framing
+from relay.logs import LogFormat
 from relay.offline import decode_files
 from relay.render import BODIES, HEADERS, Renderer, RenderOptions
 from relay.sendtest import VERSIONS as SEND_VERSIONS
 from relay.sendtest import send_test
 from relay.service import hangup_ignored, run_relay
+from relay.spool import FsyncPolicy
 from relay.workers import run_supervisor, worker_config
 
 
@@ -41,6 +44,11 @@ class _Parser(argparse.ArgumentParser):
         # lines of the one-line error.
         printable = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
         raise UsageError(f"{self.prog}: {printable}")
+
+
+def _words(choices: type[StrEnum]) -> list[str]:
+    """An enum's words, as argparse shows them (it quotes each choice with repr)."""
+    return [str(c) for c in choices]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,11 +147,11 @@ def add_run_flags(run: argparse.ArgumentParser) -> None:
         "--server-name", metavar="NAME", help="name expected in the server certificate"
     )
     run.add_argument("--spool", metavar="DIR")
-    run.add_argument("--fsync", choices=("always", "interval", "never"))
+    run.add_argument("--fsync", choices=_words(FsyncPolicy))
     run.add_argument("--metrics", metavar="ADDR:PORT", help='metrics address, "off" to disable')
     run.add_argument("--allow", action="append", default=[], metavar="CIDR")
-    run.add_argument("--framing", choices=FRAMINGS)
-    run.add_argument("--log-format", choices=("json", "text"))
+    run.add_argument("--framing", choices=_words(Framing))
+    run.add_argument("--log-format", choices=_words(LogFormat))
     run.add_argument("--workers", type=int, metavar="N")
     # Set by the supervisor for its worker processes; not for people.
     run.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
@@ -195,12 +203,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.worker_index is not None:
         # The supervisor's resolved configuration, on stdin (see relay.workers).
         config = worker_config(sys.stdin.read(), args.worker_index)
-        logs.configure(fmt=config.log_format, level=config.log_level)
+        logs.configure(fmt=config.log.format, level=config.log.level)
         trio.run(_run_worker, config)
         return EX_OK
     config = read_config(args.config, run_overrides(args))
-    logs.configure(fmt=config.log_format, level=config.log_level)
-    if config.workers > 1:
+    logs.configure(fmt=config.log.format, level=config.log.level)
+    if config.listen.workers > 1:
         return trio.run(run_supervisor, config)
     trio.run(run_relay, config)
     return EX_OK
@@ -221,8 +229,9 @@ def _cmd_decode(args: argparse.Namespace) -> int:
             body=args.body,
             **({"tag": args.tag} if args.tag is not None else {}),
         )
-    except ValueError as exc:
-        raise UsageError(f"relay decode: {exc}") from None
+    except ConfigError as exc:
+        named = flag_named(exc, {"output.tag": "--tag"})
+        raise UsageError(f"relay decode: {named}") from None
     summary = decode_files(
         args.files,
         renderer=Renderer(options),

@@ -1,33 +1,66 @@
 """The relay's configuration: one TOML file, every key defaulted, flags override (pure).
 
-``load(text, overrides)`` returns a frozen :class:`Config` or raises ConfigError with one
-sentence naming the key. File reading and certificate loading happen in the callers; the
-checks of single values (types, ranges, host names, sizes) are in :mod:`relay.values`.
+``load(document, overrides)`` returns a frozen :class:`Config` or raises ConfigError with one
+sentence naming the key (or the flag, where a flag gave the value). ``Config`` is a
+composition of each component's own dataclass, and each checks its values once, in its
+``__post_init__``, with its defaults beside it: :class:`relay.listen.ListenConfig` and
+``MetricsConfig``, :class:`relay.render.RenderOptions` and :class:`relay.framing.Framing`
+(``[output]``), :class:`relay.spool.config.SpoolConfig`,
+:class:`relay.forward.config.ForwardSettings` and ``TlsSettings`` (``[forward]``),
+:class:`relay.logs.LogConfig`, :class:`relay.flows.config.TemplatesConfig`. Here is only
+what the file's shape needs: which keys exist, which flag overrides which key, facility and
+severity names, the ``[[endpoint]]`` tables. File reading and certificate loading happen in
+the callers; the checks of single values (types, ranges, host names, sizes) are in
+:mod:`relay.values`.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from relay import values
-from relay.addresses import HostPort, format_hostport, parse_hostport
+from relay.addresses import format_hostport, parse_hostport
 from relay.errors import ConfigError
-from relay.framing import FRAMINGS
-from relay.render import BODIES, HEADERS, RenderOptions
+from relay.flows.config import TemplatesConfig
+from relay.forward.config import MAX_BATCH_BYTES, ForwardSettings, TlsSettings
+from relay.framing import FRAMINGS, Framing
+from relay.listen import (
+    DEFAULT_ALLOW,
+    DEFAULT_LISTEN,
+    MAX_RECEIVE_BUFFER,
+    ListenConfig,
+    MetricsConfig,
+)
+from relay.logs import LogConfig
+from relay.render import DEFAULT_PRI, RenderOptions
+from relay.spool.config import MAX_SEGMENT_BYTES, MAX_SPOOL_BYTES, SpoolConfig
 
-DEFAULT_LISTEN = ("0.0.0.0:12999", "[::]:12999")
-# Loopback, RFC 1918, shared address space (CGNAT), link-local, unique local.
-DEFAULT_ALLOW = (
-    "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
-    "100.64.0.0/10", "169.254.0.0/16", "fe80::/10", "fc00::/7",
-)  # fmt: skip
-DEFAULT_SPOOL = "/var/lib/flowrelay/spool"
+__all__ = [
+    "DEFAULT_ALLOW",
+    "DEFAULT_LISTEN",
+    "ENDPOINT_KEYS",
+    "MAX_BATCH_BYTES",
+    "MAX_RECEIVE_BUFFER",
+    "MAX_SEGMENT_BYTES",
+    "MAX_SPOOL_BYTES",
+    "SCHEMA",
+    "Config",
+    "EndpointConfig",
+    "Overrides",
+    "flag_named",
+    "load",
+    "parse_toml",
+    "to_document",
+    "with_endpoints",
+]
+
+T = TypeVar("T")
+
 FACILITIES = {
     "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6,
     "news": 7, "uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11, "local0": 16, "local1": 17,
@@ -37,13 +70,13 @@ SEVERITIES = {
     "emerg": 0, "alert": 1, "crit": 2, "err": 3, "warning": 4, "notice": 5, "info": 6,
     "debug": 7,
 }  # fmt: skip
-# SO_RCVBUF takes a C int. The kernel caps what it grants at net.core.rmem_max anyway (and the
-# relay logs what it asked for and what it got), so a larger value would buy nothing.
-MAX_RECEIVE_BUFFER = (1 << 31) - 1
-MAX_SPOOL_BYTES = 1 << 50  # 1 PiB: far beyond any disk, small enough for every file offset
-MAX_SEGMENT_BYTES = 4 << 30
-# One TLS write, held in memory (up to catch_up_factor of them while behind).
-MAX_BATCH_BYTES = 64 << 20
+_FACILITY_NAMES = {v: k for k, v in FACILITIES.items()}
+_SEVERITY_NAMES = {v: k for k, v in SEVERITIES.items()}
+# Where a file key is not the field's name.
+_FIELDS = {
+    "spool": {"max_size": "max_bytes", "segment_size": "segment_bytes"},
+    "forward": {"batch_size": "batch_bytes"},
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,75 +94,18 @@ class EndpointConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
-    listen: tuple[HostPort, ...] = ()
-    receive_buffer: int = 32 << 20
-    allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    workers: int = 1
-    render: RenderOptions = field(default_factory=RenderOptions)
-    framing: str = "newline"
-    spool_dir: Path = Path(DEFAULT_SPOOL)
-    spool_max_bytes: int = 1 << 30
-    spool_segment_bytes: int = 32 << 20
-    overflow: str = "drop-oldest"
-    fsync: str = "interval"
-    fsync_interval: float = 1.0
+    """The whole configuration, one field per section (``output.framing`` is ``framing``)."""
+
+    listen: ListenConfig = field(default_factory=ListenConfig)
+    output: RenderOptions = field(default_factory=RenderOptions)
+    framing: Framing = Framing.NEWLINE
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    forward: ForwardSettings = field(default_factory=ForwardSettings)
     endpoints: tuple[EndpointConfig, ...] = ()
-    tls: bool = True
-    verify: bool = True
-    backoff_initial: float = 0.5
-    backoff_max: float = 30.0
-    connect_timeout: float = 10.0
-    primary_retry_interval: float = 300.0
-    batch_bytes: int = 256 << 10
-    drain_timeout: float = 10.0
-    stall_timeout: float = 20.0
-    failover_after: int = 3
-    metrics: HostPort | None = None
-    log_format: str = "json"
-    log_level: str = "info"
-    stats_interval: float = 60.0
-
-
-# Every key the file may have, with its default; the example config documents each.
-SCHEMA: dict[str, dict[str, Any]] = {
-    "listen": {
-        "addresses": list(DEFAULT_LISTEN),
-        "receive_buffer": "32MiB",
-        "allow": list(DEFAULT_ALLOW),
-        "workers": 1,
-    },
-    "output": {
-        "header": "rfc3164",
-        "body": "json",
-        "framing": "newline",
-        "tag": "netstat.netflow.lt",
-        "facility": "user",
-        "severity": "info",
-    },
-    "spool": {
-        "directory": DEFAULT_SPOOL,
-        "max_size": "1GiB",
-        "segment_size": "32MiB",
-        "overflow": "drop-oldest",
-        "fsync": "interval",
-        "fsync_interval": 1.0,
-    },
-    "forward": {
-        "tls": True,
-        "verify": True,
-        "backoff_initial": 0.5,
-        "backoff_max": 30.0,
-        "connect_timeout": 10.0,
-        "primary_retry_interval": 300.0,
-        "batch_size": "256KiB",
-        "drain_timeout": 10.0,
-        "stall_timeout": 20.0,
-        "failover_after": 3,
-    },
-    "metrics": {"address": "127.0.0.1:9712"},
-    "log": {"format": "json", "level": "info", "stats_interval": 60.0},
-}
-ENDPOINT_KEYS = {"host", "port", "ca", "cert", "key", "server_name"}
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    templates: TemplatesConfig = field(default_factory=TemplatesConfig)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -169,119 +145,86 @@ def load(
     flags = overrides or Overrides()
     env = os.environ if environ is None else environ
     _reject_unknown(doc)
-    section = {name: {**defaults, **doc.get(name, {})} for name, defaults in SCHEMA.items()}
-    lst, out, spl, fwd = section["listen"], section["output"], section["spool"], section["forward"]
-    met, log = section["metrics"], section["log"]
+    out: dict[str, Any] = doc.get("output", {})
+    spool: dict[str, Any] = dict(doc.get("spool", {}))
+    forward = dict(doc.get("forward", {}))
+    tls = {k: forward.pop(k) for k in ("tls", "verify") if k in forward}
 
-    listen = tuple(
-        values.bind_address(a, "--listen" if flags.listen else "listen.addresses")
-        for a in (flags.listen or values.strings(lst["addresses"], "listen.addresses"))
+    listen = _component(
+        ListenConfig,
+        "listen",
+        doc.get("listen", {}),
+        addresses=("--listen", flags.listen or None),
+        allow=("--allow", flags.allow or None),
+        workers=("--workers", flags.workers),
     )
-    if not listen:
-        raise ConfigError("listen.addresses is empty: give at least one ADDR:PORT", key="listen")
-    allow = tuple(
-        values.network(c, key="--allow" if flags.allow else "listen.allow")
-        for c in (flags.allow or values.strings(lst["allow"], "listen.allow"))
+    facility = out.get("facility", _FACILITY_NAMES[DEFAULT_PRI // 8])
+    severity = out.get("severity", _SEVERITY_NAMES[DEFAULT_PRI % 8])
+    output = RenderOptions(
+        **{k: v for k, v in out.items() if k in ("header", "body", "tag")},
+        pri=FACILITIES[values.choice(facility, tuple(FACILITIES), "output.facility")] * 8
+        + SEVERITIES[values.choice(severity, tuple(SEVERITIES), "output.severity")],
     )
-    try:
-        render = RenderOptions(
-            header=values.choice(out["header"], HEADERS, "output.header"),  # type: ignore[arg-type]
-            body=values.choice(out["body"], BODIES, "output.body"),  # type: ignore[arg-type]
-            tag=values.string(out["tag"], "output.tag"),
-            pri=FACILITIES[values.choice(out["facility"], tuple(FACILITIES), "output.facility")] * 8
-            + SEVERITIES[values.choice(out["severity"], tuple(SEVERITIES), "output.severity")],
+    framing = Framing(
+        values.choice(
+            flags.framing or out.get("framing", Framing.NEWLINE),
+            FRAMINGS,
+            "--framing" if flags.framing else "output.framing",
         )
-    except ValueError as exc:
-        raise ConfigError(f"output.tag: {exc}", key="output.tag") from None
-    framing = values.choice(
-        flags.framing or out["framing"],
-        FRAMINGS,
-        "--framing" if flags.framing else "output.framing",
     )
-
-    if flags.spool:
-        directory = Path(values.plain(flags.spool, "--spool"))
-    elif "directory" not in doc.get("spool", {}) and env.get("STATE_DIRECTORY"):
+    if not flags.spool and "directory" not in spool and env.get("STATE_DIRECTORY"):
         # Under systemd's StateDirectory= the unit tells us where our state lives.
-        directory = Path(env["STATE_DIRECTORY"].split(":")[0]) / "spool"
-    else:
-        directory = Path(
-            values.plain(values.string(spl["directory"], "spool.directory"), "spool.directory")
-        )
-
-    endpoints = _endpoints(doc.get("endpoint", []), flags)
-    metrics_addr = flags.metrics if flags.metrics is not None else met["address"]
-    metrics = (
-        None
-        if metrics_addr in ("", "off", "none")
-        else values.bind_address(
-            values.string(
-                metrics_addr, metrics_key := "--metrics" if flags.metrics else "metrics.address"
-            ),
-            metrics_key,
-        )
-    )
-    workers_key = "--workers" if flags.workers is not None else "listen.workers"
-    workers = flags.workers if flags.workers is not None else lst["workers"]
-    config = Config(
+        spool["directory"] = Path(env["STATE_DIRECTORY"].split(":")[0]) / "spool"
+    return Config(
         listen=listen,
-        receive_buffer=values.size(
-            lst["receive_buffer"], "listen.receive_buffer", maximum=MAX_RECEIVE_BUFFER
-        ),
-        allow=allow,
-        workers=values.integer(workers, workers_key, 1, 64),
-        render=render,
+        output=output,
         framing=framing,
-        spool_dir=directory,
-        spool_max_bytes=values.size(
-            spl["max_size"], "spool.max_size", minimum=1 << 20, maximum=MAX_SPOOL_BYTES
+        spool=_component(
+            SpoolConfig,
+            "spool",
+            spool,
+            directory=("--spool", flags.spool or None),
+            fsync=("--fsync", flags.fsync or None),
         ),
-        spool_segment_bytes=values.size(
-            spl["segment_size"], "spool.segment_size", minimum=64 << 10, maximum=MAX_SEGMENT_BYTES
+        tls=_component(TlsSettings, "forward", tls),
+        forward=_component(ForwardSettings, "forward", forward),
+        endpoints=_endpoints(doc.get("endpoint", []), flags),
+        metrics=_component(
+            MetricsConfig, "metrics", doc.get("metrics", {}), address=("--metrics", flags.metrics)
         ),
-        overflow=values.choice(spl["overflow"], ("drop-oldest", "drop-newest"), "spool.overflow"),
-        fsync=values.choice(
-            flags.fsync or spl["fsync"],
-            ("always", "interval", "never"),
-            "--fsync" if flags.fsync else "spool.fsync",
+        log=_component(
+            LogConfig, "log", doc.get("log", {}), format=("--log-format", flags.log_format or None)
         ),
-        fsync_interval=values.number(spl["fsync_interval"], "spool.fsync_interval", 0.01, 60),
-        endpoints=endpoints,
-        tls=values.boolean(fwd["tls"], "forward.tls"),
-        verify=values.boolean(fwd["verify"], "forward.verify"),
-        backoff_initial=values.number(fwd["backoff_initial"], "forward.backoff_initial", 0.01, 600),
-        backoff_max=values.number(fwd["backoff_max"], "forward.backoff_max", 0.01, 3600),
-        connect_timeout=values.number(fwd["connect_timeout"], "forward.connect_timeout", 0.1, 600),
-        primary_retry_interval=values.number(
-            fwd["primary_retry_interval"], "forward.primary_retry_interval", 1, 86400
-        ),
-        batch_bytes=values.size(
-            fwd["batch_size"], "forward.batch_size", minimum=64 << 10, maximum=MAX_BATCH_BYTES
-        ),
-        drain_timeout=values.number(fwd["drain_timeout"], "forward.drain_timeout", 0, 3600),
-        stall_timeout=values.number(fwd["stall_timeout"], "forward.stall_timeout", 2, 3600),
-        failover_after=values.integer(fwd["failover_after"], "forward.failover_after", 1, 100),
-        metrics=metrics,
-        log_format=values.choice(
-            flags.log_format or log["format"],
-            ("json", "text"),
-            "--log-format" if flags.log_format else "log.format",
-        ),
-        log_level=values.choice(
-            str(log["level"]).lower(), ("debug", "info", "warning", "error"), "log.level"
-        ),
-        stats_interval=values.number(log["stats_interval"], "log.stats_interval", 1, 86400),
+        templates=_component(TemplatesConfig, "templates", doc.get("templates", {})),
     )
-    if config.backoff_max < config.backoff_initial:
-        raise ConfigError(
-            "forward.backoff_max must not be smaller than forward.backoff_initial",
-            key="forward.backoff_max",
-        )
-    if config.spool_segment_bytes > config.spool_max_bytes:
-        raise ConfigError(
-            "spool.segment_size must not be larger than spool.max_size", key="spool.segment_size"
-        )
-    return config
+
+
+def _component(
+    cls: Callable[..., T], section: str, table: Mapping[str, Any], **flags: tuple[str, object]
+) -> T:
+    """``cls`` built from the file's ``[section]`` and the flags given (field = (flag, value),
+    value None: not given); an error about a flag's value names the flag, not the key."""
+    names = _FIELDS.get(section, {})
+    keys = {v: k for k, v in names.items()}
+    kwargs = {names.get(k, k): v for k, v in table.items()}
+    renamed: dict[str, str] = {}
+    for name, (flag, value) in flags.items():
+        if value is not None:
+            kwargs[name] = value
+            renamed[f"{section}.{keys.get(name, name)}"] = flag
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise flag_named(exc, renamed) from None
+
+
+def flag_named(exc: ConfigError, flags: Mapping[str, str]) -> ConfigError:
+    """``exc`` as a user who gave the value by a flag meets it: naming the flag (``flags``
+    maps file keys to flags), not the file's key."""
+    if exc.key is None or exc.key not in flags:
+        return exc
+    flag = flags[exc.key]
+    return ConfigError(str(exc).replace(exc.key, flag, 1), key=flag)
 
 
 def to_document(config: Config) -> dict[str, Any]:
@@ -289,9 +232,8 @@ def to_document(config: Config) -> dict[str, Any]:
 
     The worker supervisor hands this to its workers, so that each runs with the configuration
     the supervisor resolved (file, flags and environment), not with a re-parsed command line.
+    Sizes are written with their unit where one fits, as the example file writes them.
     """
-    facility = {v: k for k, v in FACILITIES.items()}[config.render.pri // 8]
-    severity = {v: k for k, v in SEVERITIES.items()}[config.render.pri % 8]
     endpoints = []
     for e in config.endpoints:
         table: dict[str, Any] = {"host": e.host, "port": e.port}
@@ -301,49 +243,80 @@ def to_document(config: Config) -> dict[str, Any]:
         if e.server_name is not None:
             table["server_name"] = e.server_name
         endpoints.append(table)
+    listen, spool, forward, tls = config.listen, config.spool, config.forward, config.tls
+    t = config.templates
+    address = config.metrics.address
     return {
         "listen": {
-            "addresses": [str(a) for a in config.listen],
-            "receive_buffer": config.receive_buffer,
-            "allow": [str(n) for n in config.allow],
-            "workers": config.workers,
+            "addresses": [str(a) for a in listen.addresses],
+            "receive_buffer": _size(listen.receive_buffer),
+            "allow": [str(n) for n in listen.allow],
+            "workers": listen.workers,
         },
         "output": {
-            "header": config.render.header,
-            "body": config.render.body,
-            "framing": config.framing,
-            "tag": config.render.tag,
-            "facility": facility,
-            "severity": severity,
+            "header": config.output.header,
+            "body": config.output.body,
+            "framing": str(config.framing),
+            "tag": config.output.tag,
+            "facility": _FACILITY_NAMES[config.output.pri // 8],
+            "severity": _SEVERITY_NAMES[config.output.pri % 8],
         },
         "spool": {
-            "directory": str(config.spool_dir),
-            "max_size": config.spool_max_bytes,
-            "segment_size": config.spool_segment_bytes,
-            "overflow": config.overflow,
-            "fsync": config.fsync,
-            "fsync_interval": config.fsync_interval,
+            "directory": str(spool.directory),
+            "max_size": _size(spool.max_bytes),
+            "segment_size": _size(spool.segment_bytes),
+            "overflow": str(spool.overflow),
+            "fsync": str(spool.fsync),
+            "fsync_interval": spool.fsync_interval,
         },
         "forward": {
-            "tls": config.tls,
-            "verify": config.verify,
-            "backoff_initial": config.backoff_initial,
-            "backoff_max": config.backoff_max,
-            "connect_timeout": config.connect_timeout,
-            "primary_retry_interval": config.primary_retry_interval,
-            "batch_size": config.batch_bytes,
-            "drain_timeout": config.drain_timeout,
-            "stall_timeout": config.stall_timeout,
-            "failover_after": config.failover_after,
+            "tls": tls.tls,
+            "verify": tls.verify,
+            "backoff_initial": forward.backoff_initial,
+            "backoff_max": forward.backoff_max,
+            "connect_timeout": forward.connect_timeout,
+            "primary_retry_interval": forward.primary_retry_interval,
+            "batch_size": _size(forward.batch_bytes),
+            "drain_timeout": forward.drain_timeout,
+            "stall_timeout": forward.stall_timeout,
+            "failover_after": forward.failover_after,
         },
-        "metrics": {"address": "off" if config.metrics is None else str(config.metrics)},
+        "metrics": {"address": "off" if address is None else str(address)},
         "log": {
-            "format": config.log_format,
-            "level": config.log_level,
-            "stats_interval": config.stats_interval,
+            "format": str(config.log.format),
+            "level": str(config.log.level),
+            "stats_interval": config.log.stats_interval,
+        },
+        "templates": {
+            "scope": str(t.scope),
+            "max_age": t.max_age,
+            "persist": t.persist,
+            "max_per_exporter": t.max_per_exporter,
+            "max_total": t.max_total,
+            "max_bytes_per_exporter": _size(t.max_bytes_per_exporter),
+            "max_bytes": _size(t.max_bytes),
+            "hold_age": t.hold_age,
+            "hold_bytes_per_exporter": _size(t.hold_bytes_per_exporter),
+            "hold_bytes": _size(t.hold_bytes),
         },
         "endpoint": endpoints,
     }
+
+
+def _size(size: int) -> int | str:
+    """32 MiB as "32MiB", as the example file writes it; a size without a unit as is."""
+    for shift, unit in ((40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")):
+        if size and size % (1 << shift) == 0:
+            return f"{size >> shift}{unit}"
+    return size
+
+
+# Every key the file may have, with its default (the example config documents each): the
+# defaults of the components, written as a file writes them.
+SCHEMA: dict[str, dict[str, Any]] = {
+    name: table for name, table in to_document(Config()).items() if name != "endpoint"
+}
+ENDPOINT_KEYS = {"host", "port", "ca", "cert", "key", "server_name"}
 
 
 def with_endpoints(config: Config, endpoints: tuple[EndpointConfig, ...]) -> Config:

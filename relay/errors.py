@@ -64,10 +64,12 @@ class UsageError(RelayError):
     """The command line is wrong (exit code 2)."""
 
 
-class ConfigError(RelayError):
+class ConfigError(RelayError, ValueError):
     """A configuration the daemon cannot start with (exit code 78, EX_CONFIG).
 
-    The message is one sentence naming the key or file and how to fix it.
+    The message is one sentence naming the key or file and how to fix it. It is a ValueError
+    too: the configuration dataclasses raise it when built with a bad value, as any
+    constructor would.
     """
 
     def __init__(self, message: str, *, key: str | None = None) -> None:

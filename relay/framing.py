@@ -13,12 +13,20 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections.abc import Sequence
+from enum import StrEnum
 from itertools import accumulate
 from operator import add
-from typing import Final, Literal
+from typing import Final
 
-Framing = Literal["newline", "octet-counting"]
-FRAMINGS: Final[tuple[Framing, ...]] = ("newline", "octet-counting")
+
+class Framing(StrEnum):
+    """The file's ``output.framing``; a StrEnum, so it equals (and prints as) its word."""
+
+    NEWLINE = "newline"
+    OCTET_COUNTING = "octet-counting"
+
+
+FRAMINGS: Final[tuple[Framing, ...]] = tuple(Framing)
 
 # A TLS record carries at most 16 KiB of plaintext. Giving OpenSSL at most that much per write,
 # cut at line ends, makes every record hold whole lines.
@@ -52,7 +60,7 @@ def frame_lines(lines: Sequence[bytes], framing: Framing) -> bytes:
     """The wire bytes for ``lines`` (spool lines carry no framing)."""
     if not lines:
         return b""
-    if framing == "newline":
+    if framing == Framing.NEWLINE:
         return b"\n".join(lines) + b"\n"
     parts: list[bytes] = [b""] * (2 * len(lines))
     parts[0::2] = map(_OCTET_PREFIX.__getitem__, map(len, lines))
@@ -71,7 +79,7 @@ def record_cuts(
     total = len(data)
     cuts: list[int] = []
     start = 0
-    if framing == "newline":
+    if framing == Framing.NEWLINE:
         # Lines never contain a newline, so the last newline inside the window ends a line;
         # searching the joined bytes keeps this out of per-line Python code.
         while start < total:
@@ -97,7 +105,7 @@ def record_cuts(
 def framed_size(lines: Sequence[bytes], framing: Framing) -> int:
     """Length of ``frame_lines(lines, framing)`` without building it."""
     total = sum(map(len, lines))
-    if framing == "newline":
+    if framing == Framing.NEWLINE:
         return total + len(lines)
     return total + sum(len(str(len(line))) + 1 for line in lines)
 

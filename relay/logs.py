@@ -12,9 +12,12 @@ import sys
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
+
+from relay import values
 
 # Attributes every LogRecord has; anything else came in through ``extra``.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
@@ -36,6 +39,40 @@ class TextFormatter(logging.Formatter):
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+
+class LogFormat(StrEnum):
+    JSON = "json"  # one object per line, for journald/Loki/Elastic
+    TEXT = "text"  # for people at a terminal
+
+
+class LogLevel(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogConfig:
+    """The ``[log]`` section, checked once; the level is taken in any case (``"INFO"``)."""
+
+    format: LogFormat = LogFormat.JSON
+    level: LogLevel = LogLevel.INFO
+    # Seconds between the "stats" lines.
+    stats_interval: float = 60.0
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "format", LogFormat(values.choice(self.format, tuple(LogFormat), "log.format")))
+        level: Any = self.level
+        level = str(level).lower()
+        set_(self, "level", LogLevel(values.choice(level, tuple(LogLevel), "log.level")))
+        set_(
+            self,
+            "stats_interval",
+            values.number(self.stats_interval, "log.stats_interval", 1, 86400),
+        )
 
 
 def configure(*, fmt: str = "json", level: str = "info") -> None:

@@ -25,15 +25,17 @@ from relay.allow import AllowList
 from relay.certs import client_context
 from relay.config import Config
 from relay.errors import ConfigError
+from relay.flows.config import TemplatesConfig, TemplateScopeMode
 from relay.flows.template_decoder import TemplateDecoder
 from relay.flows.template_store import FILE_NAME as TEMPLATE_FILE
+from relay.flows.templates import TemplateCache
 from relay.forward import Endpoint, Forwarder, ForwarderConfig, ForwarderStats
 from relay.ingest import Ingest
 from relay.metrics import RelayMetrics, serve_http
 from relay.receiver import UdpReceiver, open_udp_socket
 from relay.render import Renderer
 from relay.sequence import SequenceTracker
-from relay.spool import FsyncPolicy, Overflow, Spool, SpoolStats
+from relay.spool import FsyncPolicy, Spool, SpoolStats
 from relay.template_state import TemplateState
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,7 @@ class RelayHandle:
 
 def build_ssl_context(config: Config) -> ssl.SSLContext | None:
     """One client context for all endpoints (they share the platform's CA and our cert)."""
-    if not config.tls:
+    if not config.tls.tls:
         return None
     first = config.endpoints[0]
     for other in config.endpoints[1:]:
@@ -69,27 +71,38 @@ def build_ssl_context(config: Config) -> ssl.SSLContext | None:
                 "the platform must use the same files",
                 key="endpoint",
             )
-    return client_context(ca=first.ca, cert=first.cert, key=first.key, verify=config.verify)
+    return client_context(ca=first.ca, cert=first.cert, key=first.key, verify=config.tls.verify)
 
 
 def forwarder_config(config: Config, context: ssl.SSLContext | None) -> ForwarderConfig:
-    return ForwarderConfig(
+    """The file's [forward] settings with what exists only at start: the endpoints (the TLS
+    files stay behind, in ``context``) and the framing."""
+    return ForwarderConfig.of(
+        config.forward,
         endpoints=tuple(
             Endpoint(host=e.host, port=e.port, server_name=e.server_name) for e in config.endpoints
         ),
         ssl_context=context,
-        framing=config.framing,  # type: ignore[arg-type]
-        batch_bytes=config.batch_bytes,
-        backoff_initial=config.backoff_initial,
-        backoff_max=config.backoff_max,
-        connect_timeout=config.connect_timeout,
-        primary_retry_interval=config.primary_retry_interval,
-        # The clean close (acknowledgements, close_notify, the peer's EOF) counts against the
-        # same SIGTERM budget as the drain.
-        drain_timeout=config.drain_timeout,
-        stall_timeout=config.stall_timeout,
-        failover_after=config.failover_after,
+        framing=config.framing,
         client_certificate=bool(config.endpoints) and config.endpoints[0].cert is not None,
+    )
+
+
+def template_decoder(t: TemplatesConfig) -> TemplateDecoder:
+    """The v9/IPFIX template decoder the [templates] section describes."""
+    cache = TemplateCache(
+        max_templates_per_exporter=t.max_per_exporter,
+        max_bytes_per_exporter=t.max_bytes_per_exporter,
+        max_templates=t.max_total,
+        max_bytes=t.max_bytes,
+        max_age=t.max_age,
+    )
+    return TemplateDecoder(
+        scope_port=t.scope is TemplateScopeMode.ADDRESS_PORT,
+        cache=cache,
+        hold_age=t.hold_age,
+        hold_bytes_per_exporter=t.hold_bytes_per_exporter,
+        hold_bytes=t.hold_bytes,
     )
 
 
@@ -114,17 +127,18 @@ async def run_relay(
     fconfig = check_startup(config)
     sockets: list[socket.socket] = []
     try:
-        for address in config.listen:
+        listen = config.listen
+        for address in listen.addresses:
             sock = open_udp_socket(
-                address, receive_buffer=config.receive_buffer, reuse_port=config.workers > 1
+                address, receive_buffer=listen.receive_buffer, reuse_port=listen.workers > 1
             )
             sockets.append(sock)
         spool = Spool.open(
-            config.spool_dir,
-            max_bytes=config.spool_max_bytes,
-            segment_bytes=config.spool_segment_bytes,
-            overflow=Overflow(config.overflow),
-            fsync=FsyncPolicy(config.fsync),
+            config.spool.directory,
+            max_bytes=config.spool.max_bytes,
+            segment_bytes=config.spool.segment_bytes,
+            overflow=config.spool.overflow,
+            fsync=config.spool.fsync,
         )
     except BaseException:
         for sock in sockets:
@@ -155,15 +169,16 @@ async def _serve(
     metrics = RelayMetrics()
     forwarder = Forwarder(spool, fconfig)
     ingest = Ingest(
-        renderer=Renderer(config.render),
-        allow=AllowList(config.allow),
+        renderer=Renderer(config.output),
+        allow=AllowList(config.listen.allow),
         metrics=metrics,
         clock=time.monotonic,
-        templates=TemplateDecoder(),
+        templates=template_decoder(config.templates),
         wall_clock=time.time,
     )
     decoder = ingest.templated.decoder
-    templates = TemplateState(decoder.cache, config.spool_dir / TEMPLATE_FILE, clock=time.time)
+    state_file = config.spool.directory / TEMPLATE_FILE if config.templates.persist else None
+    templates = TemplateState(decoder.cache, state_file, clock=time.time)
     templates.restore(time.time())
     send, recv = trio.open_memory_channel[list[bytes]](CHANNEL_BATCHES)
     receivers = [UdpReceiver(s, process=ingest.process, send=send.clone()) for s in sockets]
@@ -187,13 +202,13 @@ async def _serve(
             await nursery.start(_stop_on_signal, stop)
         await nursery.start(forwarder.run)
         metrics_port = None
-        if config.metrics is not None:
+        if (address := config.metrics.address) is not None:
             metrics_port = await nursery.start(
                 partial(
                     serve_http,
                     metrics.registry,
-                    config.metrics.host,
-                    config.metrics.port,
+                    address.host,
+                    address.port,
                     health=health,
                 )
             )
@@ -209,8 +224,8 @@ async def _serve(
                     "event": "started",
                     "listen": ", ".join(f"{h}:{p}" for h, p in listen),
                     "endpoints": ", ".join(str(e) for e in config.endpoints),
-                    "spool": str(config.spool_dir),
-                    "fsync": config.fsync,
+                    "spool": str(config.spool.directory),
+                    "fsync": str(config.spool.fsync),
                 },
             )
             task_status.started(
@@ -222,7 +237,7 @@ async def _serve(
         await trio.to_thread.run_sync(spool.sync)
         pending = spool.statistics().pending_lines
         log.info("draining", extra={"event": "draining", "pending_lines": pending})
-        delivered = await forwarder.drain(timeout=config.drain_timeout)
+        delivered = await forwarder.drain(timeout=config.forward.drain_timeout)
         left = spool.statistics().pending_lines
         log.info(
             "stopped" if delivered else "stopped with lines left in the spool",
@@ -339,10 +354,11 @@ class _Stats:
 async def _housekeeping(
     config: Config, spool: Spool, ingest: Ingest, templates: TemplateState, stats: _Stats
 ) -> None:
-    next_stats = trio.current_time() + config.stats_interval
+    interval = config.spool.fsync is FsyncPolicy.INTERVAL
+    next_stats = trio.current_time() + config.log.stats_interval
     while True:
-        await trio.sleep(config.fsync_interval if config.fsync == "interval" else 1.0)
-        if config.fsync == "interval":
+        await trio.sleep(config.spool.fsync_interval if interval else 1.0)
+        if interval:
             await trio.to_thread.run_sync(spool.sync)
         else:
             spool.save_cursor()
@@ -350,7 +366,7 @@ async def _housekeeping(
         if templates.due(time.time()):
             await templates.save()
         if trio.current_time() >= next_stats:
-            next_stats += config.stats_interval
+            next_stats += config.log.stats_interval
             log.info(stats.line(), extra={"event": "stats"})
 
 

@@ -27,6 +27,7 @@ import trio
 from relay.addresses import HostPort
 from relay.config import Config, load, to_document
 from relay.errors import EX_CONFIG, EX_OK, ConfigError
+from relay.listen import MetricsConfig
 from relay.metrics import Family, render_families, serve_http
 from relay.service import wait_for_stop_signal
 
@@ -71,28 +72,28 @@ def worker_config(text: str, index: int) -> Config:
 
 
 async def run_supervisor(config: Config) -> int:
-    workers = [_Worker(index=i) for i in range(config.workers)]
+    workers = [_Worker(index=i) for i in range(config.listen.workers)]
     document = worker_document(config)
     stopping = trio.Event()
     config_error = trio.Event()
     async with trio.open_nursery() as nursery:
         for worker in workers:
             nursery.start_soon(_keep_running, worker, document, stopping, config_error)
-        if config.metrics is not None:
+        if (address := config.metrics.address) is not None:
             aggregate = _Aggregate(workers)
             nursery.start_soon(aggregate.refresh_forever)
             await nursery.start(
                 partial(
                     serve_http,
                     aggregate,
-                    config.metrics.host,
-                    config.metrics.port,
+                    address.host,
+                    address.port,
                     health=lambda: _health(workers, stopping),
                 )
             )
         log.info(
-            f"supervising {config.workers} workers",
-            extra={"event": "workers_started", "workers": config.workers},
+            f"supervising {config.listen.workers} workers",
+            extra={"event": "workers_started", "workers": config.listen.workers},
         )
         async with trio.open_nursery() as waiter:
 
@@ -106,7 +107,7 @@ async def run_supervisor(config: Config) -> int:
             if worker.process is not None and worker.process.returncode is None:
                 worker.process.send_signal(signal.SIGTERM)
         # Each worker drains within its forward.drain_timeout; give them that and a margin.
-        with trio.move_on_after(config.drain_timeout + 15):
+        with trio.move_on_after(config.forward.drain_timeout + 15):
             for worker in workers:
                 if worker.process is not None:
                     await worker.process.wait()
@@ -251,6 +252,6 @@ def as_worker(config: Config, index: int) -> Config:
     (the supervisor serves the public one), sockets shared with SO_REUSEPORT."""
     return replace(
         config,
-        spool_dir=config.spool_dir / f"worker-{index}",
-        metrics=HostPort(host="127.0.0.1", port=0),
+        spool=replace(config.spool, directory=config.spool.directory / f"worker-{index}"),
+        metrics=MetricsConfig(address=HostPort(host="127.0.0.1", port=0)),
     )

@@ -18,11 +18,11 @@ def networks(*cidrs: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]
 @pytest.fixture
 def default() -> AllowList:
     # The list exactly as the daemon builds it from a configuration with no allow key.
-    return AllowList(load({}, environ={}).allow)
+    return AllowList(load({}, environ={}).listen.allow)
 
 
 def test_default_config_uses_the_documented_ranges() -> None:
-    assert {str(n) for n in load({}, environ={}).allow} == set(DEFAULT_ALLOW)
+    assert {str(n) for n in load({}, environ={}).listen.allow} == set(DEFAULT_ALLOW)
     assert set(DEFAULT_ALLOW) >= {
         "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
         "100.64.0.0/10", "169.254.0.0/16", "fc00::/7",

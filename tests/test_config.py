@@ -24,7 +24,9 @@ from relay.addresses import HostPort
 from relay.certs import TlsFiles, issue_certificate
 from relay.config import DEFAULT_ALLOW, SCHEMA, Overrides, load, to_document
 from relay.errors import ConfigError
-from relay.spool import Spool
+from relay.framing import Framing
+from relay.logs import LogLevel
+from relay.spool import FsyncPolicy, Overflow, Spool
 
 EX_CONFIG = 78
 EX_USAGE = 2
@@ -34,27 +36,30 @@ EX_USAGE = 2
 
 def test_defaults_when_the_file_is_empty() -> None:
     config = load({}, environ={})
-    assert config.listen == (HostPort(host="0.0.0.0", port=12999), HostPort(host="::", port=12999))
-    assert config.allow == tuple(ipaddress.ip_network(c) for c in DEFAULT_ALLOW)
+    assert config.listen.addresses == (
+        HostPort(host="0.0.0.0", port=12999),
+        HostPort(host="::", port=12999),
+    )
+    assert config.listen.allow == tuple(ipaddress.ip_network(c) for c in DEFAULT_ALLOW)
     for network in ("127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"):
-        assert ipaddress.ip_network(network) in config.allow
-    assert ipaddress.ip_network("100.64.0.0/10") in config.allow
-    assert ipaddress.ip_network("fc00::/7") in config.allow
-    assert config.metrics == HostPort(host="127.0.0.1", port=9712)
-    assert config.render.tag == "netstat.netflow.lt"
-    assert config.render.pri == 14  # user.info
-    assert config.render.header == "rfc3164"
-    assert config.render.body == "json"
+        assert ipaddress.ip_network(network) in config.listen.allow
+    assert ipaddress.ip_network("100.64.0.0/10") in config.listen.allow
+    assert ipaddress.ip_network("fc00::/7") in config.listen.allow
+    assert config.metrics.address == HostPort(host="127.0.0.1", port=9712)
+    assert config.output.tag == "netstat.netflow.lt"
+    assert config.output.pri == 14  # user.info
+    assert config.output.header == "rfc3164"
+    assert config.output.body == "json"
     assert config.framing == "newline"
-    assert config.fsync == "interval"
-    assert config.fsync_interval == 1.0
-    assert config.overflow == "drop-oldest"
-    assert config.spool_dir == Path("/var/lib/flowrelay/spool")
-    assert config.spool_max_bytes == 1 << 30
-    assert config.receive_buffer == 32 << 20
-    assert config.tls is True
-    assert config.verify is True
-    assert config.log_format == "json"
+    assert config.spool.fsync == "interval"
+    assert config.spool.fsync_interval == 1.0
+    assert config.spool.overflow == "drop-oldest"
+    assert config.spool.directory == Path("/var/lib/flowrelay/spool")
+    assert config.spool.max_bytes == 1 << 30
+    assert config.listen.receive_buffer == 32 << 20
+    assert config.tls.tls is True
+    assert config.tls.verify is True
+    assert config.log.format == "json"
     assert config.endpoints == ()
 
 
@@ -79,16 +84,16 @@ def test_file_values_are_used() -> None:
         },
         environ={},
     )
-    assert config.listen == (HostPort(host="127.0.0.1", port=2055),)
-    assert config.allow == (ipaddress.ip_network("192.0.2.0/24"),)
-    assert config.workers == 2
-    assert (config.render.header, config.render.body, config.render.tag) == ("rfc5424", "kv", "nf")
-    assert config.render.pri == 16 * 8 + 6  # local0.info
-    assert config.spool_dir == Path("/srv/spool")
-    assert (config.fsync, config.overflow) == ("always", "drop-newest")
-    assert config.drain_timeout == 3.0
-    assert config.metrics is None
-    assert (config.log_format, config.log_level) == ("text", "debug")
+    assert config.listen.addresses == (HostPort(host="127.0.0.1", port=2055),)
+    assert config.listen.allow == (ipaddress.ip_network("192.0.2.0/24"),)
+    assert config.listen.workers == 2
+    assert (config.output.header, config.output.body, config.output.tag) == ("rfc5424", "kv", "nf")
+    assert config.output.pri == 16 * 8 + 6  # local0.info
+    assert config.spool.directory == Path("/srv/spool")
+    assert (config.spool.fsync, config.spool.overflow) == ("always", "drop-newest")
+    assert config.forward.drain_timeout == 3.0
+    assert config.metrics.address is None
+    assert (config.log.format, config.log.level) == ("text", "debug")
     assert [(e.host, e.port, e.server_name) for e in config.endpoints] == [
         ("logs.example.net", 443, "collector"),
         ("backup.example.net", 6514, None),
@@ -168,20 +173,23 @@ def test_flags_override_the_file() -> None:
         ),
         environ={"STATE_DIRECTORY": "/env"},
     )
-    assert config.listen == (HostPort(host="127.0.0.1", port=0), HostPort(host="::1", port=12999))
+    assert config.listen.addresses == (
+        HostPort(host="127.0.0.1", port=0),
+        HostPort(host="::1", port=12999),
+    )
     assert [(e.host, e.port) for e in config.endpoints] == [("127.0.0.1", 6514), ("::1", 6515)]
     for endpoint in config.endpoints:
         assert endpoint.ca == Path("/flag/ca.pem")
         assert endpoint.cert == Path("/flag/c.pem")
         assert endpoint.key == Path("/flag/c.key")
         assert endpoint.server_name == "platform"
-    assert config.spool_dir == Path("/flag/spool")
-    assert config.fsync == "always"
-    assert config.metrics is None
-    assert config.allow == (ipaddress.ip_network("127.0.0.1/32"),)
+    assert config.spool.directory == Path("/flag/spool")
+    assert config.spool.fsync == "always"
+    assert config.metrics.address is None
+    assert config.listen.allow == (ipaddress.ip_network("127.0.0.1/32"),)
     assert config.framing == "octet-counting"
-    assert config.log_format == "json"
-    assert config.workers == 3
+    assert config.log.format == "json"
+    assert config.listen.workers == 3
 
 
 def test_ca_flag_applies_to_endpoints_from_the_file() -> None:
@@ -213,12 +221,12 @@ def test_ca_flag_applies_to_endpoints_from_the_file() -> None:
 )
 def test_sizes(text: object, size: int) -> None:
     spool = {"max_size": text, "segment_size": "64KiB"}
-    assert load({"spool": spool}, environ={}).spool_max_bytes == size
+    assert load({"spool": spool}, environ={}).spool.max_bytes == size
 
 
 @pytest.mark.parametrize("text", ["64KiB", "1 GiB", 2147483647])
 def test_receive_buffers_up_to_2_gib_minus_1_are_taken(text: object) -> None:
-    size = load({"listen": {"receive_buffer": text}}, environ={}).receive_buffer
+    size = load({"listen": {"receive_buffer": text}}, environ={}).listen.receive_buffer
     # The kernel takes the value (and caps what it grants at net.core.rmem_max).
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
@@ -282,8 +290,8 @@ def test_spool_and_batch_sizes() -> None:
         },
         environ={},
     )
-    assert (config.spool_max_bytes, config.spool_segment_bytes) == (512 << 20, 8 << 20)
-    assert config.batch_bytes == 1 << 20
+    assert (config.spool.max_bytes, config.spool.segment_bytes) == (512 << 20, 8 << 20)
+    assert config.forward.batch_bytes == 1 << 20
 
 
 @pytest.mark.parametrize("text", ["lots", "12 parsecs", "-1MiB", "1.5GiB", True, 1.5, ""])
@@ -301,10 +309,12 @@ def test_size_below_the_minimum_names_the_key() -> None:
 def test_state_directory_places_the_spool() -> None:
     """Under systemd's StateDirectory= the spool goes there, unless configured explicitly."""
     env = {"STATE_DIRECTORY": "/var/lib/flowrelay:/var/lib/other"}
-    assert load({}, environ=env).spool_dir == Path("/var/lib/flowrelay/spool")
-    assert load({"spool": {"directory": "/srv/s"}}, environ=env).spool_dir == Path("/srv/s")
-    assert load({}, Overrides(spool="/flag"), environ=env).spool_dir == Path("/flag")
-    assert load({}, environ={"STATE_DIRECTORY": ""}).spool_dir == Path("/var/lib/flowrelay/spool")
+    assert load({}, environ=env).spool.directory == Path("/var/lib/flowrelay/spool")
+    assert load({"spool": {"directory": "/srv/s"}}, environ=env).spool.directory == Path("/srv/s")
+    assert load({}, Overrides(spool="/flag"), environ=env).spool.directory == Path("/flag")
+    assert load({}, environ={"STATE_DIRECTORY": ""}).spool.directory == Path(
+        "/var/lib/flowrelay/spool"
+    )
 
 
 @pytest.mark.parametrize(
@@ -336,6 +346,47 @@ def test_load_errors_name_the_key(document: dict[str, object], key: str) -> None
     leaf = key.partition("[")[0].rpartition(".")[2]
     assert leaf in message, message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "flag"),
+    [
+        (Overrides(listen=["127.0.0.1"]), "--listen"),
+        (Overrides(allow=["10.0.0.0/33"]), "--allow"),
+        (Overrides(workers=0), "--workers"),
+        (Overrides(metrics="localhost"), "--metrics"),
+        (Overrides(spool="/srv/\nspool"), "--spool"),
+        (Overrides(fsync="sometimes"), "--fsync"),
+        (Overrides(framing="crlf"), "--framing"),
+        (Overrides(log_format="xml"), "--log-format"),
+    ],
+)
+def test_a_bad_flag_value_names_the_flag_not_the_key(overrides: Overrides, flag: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load({}, overrides, environ={})
+    assert raised.value.key == flag
+    assert str(raised.value).startswith(flag), str(raised.value)
+    assert "." not in str(raised.value).partition(" ")[0]
+
+
+def test_empty_flags_are_not_given_and_the_file_value_holds() -> None:
+    document = {"spool": {"directory": "/srv/s", "fsync": "never"}, "log": {"format": "text"}}
+    config = load(document, Overrides(spool="", fsync="", log_format=""), environ={})
+    assert (config.spool.directory, config.spool.fsync) == (Path("/srv/s"), "never")
+    assert config.log.format == "text"
+
+
+def test_choices_are_enums_from_the_file_and_from_flags() -> None:
+    from_file = load(
+        {"spool": {"fsync": "never", "overflow": "drop-newest"}, "log": {"level": "DEBUG"}},
+        environ={},
+    )
+    assert from_file.spool.fsync is FsyncPolicy.NEVER
+    assert from_file.spool.overflow is Overflow.DROP_NEWEST
+    assert from_file.log.level is LogLevel.DEBUG
+    from_flags = load({}, Overrides(fsync="always", framing="octet-counting"), environ={})
+    assert from_flags.spool.fsync is FsyncPolicy.ALWAYS
+    assert from_flags.framing is Framing.OCTET_COUNTING
 
 
 # ---- relay run: one sentence, exit 78 ---------------------------------------------------------

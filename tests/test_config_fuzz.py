@@ -45,9 +45,12 @@ from relay.config import (
     to_document,
 )
 from relay.errors import EX_CONFIG, EX_USAGE, CertificateError, ConfigError, UsageError
-from relay.framing import FRAMINGS
+from relay.flows.config import TemplateScopeMode
+from relay.framing import FRAMINGS, Framing
+from relay.logs import LogFormat, LogLevel
 from relay.render import RenderOptions
 from relay.service import check_startup
+from relay.spool import FsyncPolicy, Overflow
 
 # ---- a TOML writer (tomllib only reads) ------------------------------------------------------
 
@@ -117,7 +120,8 @@ ANY = st.recursive(
 WORDS = st.sampled_from([
     "rfc3164", "rfc5424", "json", "kv", "text", "newline", "octet-counting", "user", "local0",
     "local7", "kern", "info", "debug", "emerg", "warning", "error", "DEBUG", "drop-oldest",
-    "drop-newest", "always", "interval", "never", "off", "none", "", "JSON",
+    "drop-newest", "always", "interval", "never", "off", "none", "", "JSON", "address",
+    "address-port", "ADDRESS",
 ])  # fmt: skip
 HOSTS = st.one_of(
     st.sampled_from([
@@ -176,6 +180,12 @@ KNOWN: dict[str, dict[str, st.SearchStrategy[Any]]] = {
     },
     "metrics": {"address": HOSTPORTS | WORDS},
     "log": {"format": WORDS, "level": WORDS, "stats_interval": NUMBERS},
+    "templates": {
+        "scope": WORDS, "max_age": NUMBERS, "persist": st.booleans(),
+        "max_per_exporter": st.integers(-1, 2 << 20), "max_total": st.integers(-1, 2 << 20),
+        "max_bytes_per_exporter": SIZES, "max_bytes": SIZES, "hold_age": NUMBERS,
+        "hold_bytes_per_exporter": SIZES, "hold_bytes": SIZES,
+    },
 }  # fmt: skip
 ENDPOINT: dict[str, st.SearchStrategy[Any]] = {
     "host": HOSTS, "port": PORTS, "ca": PATHS, "cert": PATHS, "key": PATHS,
@@ -228,6 +238,18 @@ VALID: dict[str, dict[str, st.SearchStrategy[Any]]] = {
         "format": st.sampled_from(["json", "text"]),
         "level": st.sampled_from(["debug", "INFO", "warning", "error"]),
         "stats_interval": st.floats(1, 86400),
+    },
+    "templates": {
+        "scope": st.sampled_from(["address", "address-port"]),
+        "max_age": st.floats(0.5, 30 * 86400),
+        "persist": st.booleans(),
+        "max_per_exporter": st.integers(1, 1024),
+        "max_total": st.integers(1024, 1 << 20),
+        "max_bytes_per_exporter": st.integers(64 << 10, 256 << 10) | st.just("256KiB"),
+        "max_bytes": st.integers(256 << 10, 16 << 20) | st.sampled_from(["4MiB", "16 MiB"]),
+        "hold_age": st.floats(0.01, 3600),
+        "hold_bytes_per_exporter": st.integers(64 << 10, 1 << 20) | st.just("1MiB"),
+        "hold_bytes": st.integers(1 << 20, 1 << 30) | st.just("16MiB"),
     },
 }
 VALID_ENDPOINT: dict[str, st.SearchStrategy[Any]] = {
@@ -350,36 +372,53 @@ def assert_one_sentence_naming_the_key(exc: ConfigError | UsageError) -> None:
 
 def assert_usable(config: Config) -> None:
     """Every value of the right type and in range, as the running relay will use it."""
-    assert config.listen
-    assert all(isinstance(a, HostPort) for a in config.listen)
-    assert all(isinstance(a.host, str) and 0 <= a.port <= 65535 for a in config.listen)
-    assert isinstance(config.receive_buffer, int)
-    assert config.receive_buffer >= 1
-    assert config.receive_buffer <= MAX_RECEIVE_BUFFER
+    assert config.listen.addresses
+    assert all(isinstance(a, HostPort) for a in config.listen.addresses)
+    assert all(isinstance(a.host, str) and 0 <= a.port <= 65535 for a in config.listen.addresses)
+    assert isinstance(config.listen.receive_buffer, int)
+    assert config.listen.receive_buffer >= 1
+    assert config.listen.receive_buffer <= MAX_RECEIVE_BUFFER
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, config.receive_buffer)
-    assert isinstance(config.workers, int)
-    assert 1 <= config.workers <= 64
-    assert isinstance(config.render, RenderOptions)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, config.listen.receive_buffer)
+    assert isinstance(config.listen.workers, int)
+    assert 1 <= config.listen.workers <= 64
+    assert isinstance(config.output, RenderOptions)
     assert config.framing in FRAMINGS
-    assert "\x00" not in str(config.spool_dir)
-    assert 1 << 20 <= config.spool_max_bytes <= MAX_SPOOL_BYTES
-    assert 64 << 10 <= config.spool_segment_bytes <= min(MAX_SEGMENT_BYTES, config.spool_max_bytes)
-    assert 64 << 10 <= config.batch_bytes <= MAX_BATCH_BYTES
-    assert config.overflow in ("drop-oldest", "drop-newest")
-    assert config.fsync in ("always", "interval", "never")
+    assert "\x00" not in str(config.spool.directory)
+    assert 1 << 20 <= config.spool.max_bytes <= MAX_SPOOL_BYTES
+    assert 64 << 10 <= config.spool.segment_bytes <= min(MAX_SEGMENT_BYTES, config.spool.max_bytes)
+    assert 64 << 10 <= config.forward.batch_bytes <= MAX_BATCH_BYTES
+    assert config.spool.overflow in ("drop-oldest", "drop-newest")
+    assert config.spool.fsync in ("always", "interval", "never")
+    # Choices are enums, whichever way they came (file, flag, default).
+    assert isinstance(config.framing, Framing)
+    assert isinstance(config.spool.overflow, Overflow)
+    assert isinstance(config.spool.fsync, FsyncPolicy)
+    assert isinstance(config.log.format, LogFormat)
+    assert isinstance(config.log.level, LogLevel)
+    assert isinstance(config.templates.scope, TemplateScopeMode)
     for number in (
-        config.fsync_interval, config.backoff_initial, config.backoff_max, config.connect_timeout,
-        config.primary_retry_interval, config.drain_timeout, config.stats_interval,
+        config.spool.fsync_interval, config.forward.backoff_initial, config.forward.backoff_max,
+        config.forward.connect_timeout, config.forward.primary_retry_interval,
+        config.forward.drain_timeout, config.log.stats_interval,
     ):  # fmt: skip
         assert isinstance(number, float)
         assert math.isfinite(number)
         assert number >= 0
-    assert isinstance(config.tls, bool)
-    assert isinstance(config.verify, bool)
-    assert config.log_format in ("json", "text")
-    assert config.log_level in ("debug", "info", "warning", "error")
-    assert config.metrics is None or isinstance(config.metrics, HostPort)
+    assert isinstance(config.tls.tls, bool)
+    assert isinstance(config.tls.verify, bool)
+    assert config.log.format in ("json", "text")
+    assert config.log.level in ("debug", "info", "warning", "error")
+    assert config.metrics.address is None or isinstance(config.metrics.address, HostPort)
+    t = config.templates
+    assert t.scope in tuple(TemplateScopeMode)
+    assert isinstance(t.persist, bool)
+    for seconds in (t.max_age, t.hold_age):
+        assert isinstance(seconds, float)
+        assert 0 < seconds <= 30 * 86400
+    assert 1 <= t.max_per_exporter <= t.max_total <= 1 << 20
+    assert 64 << 10 <= t.max_bytes_per_exporter <= t.max_bytes <= 16 << 20
+    assert 64 << 10 <= t.hold_bytes_per_exporter <= t.hold_bytes <= 1 << 30
     probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     for e in config.endpoints:
         assert isinstance(e.host, str)

@@ -118,7 +118,7 @@ async def running_relay(config: Config) -> AsyncIterator[RelayHandle]:
         finally:
             handle.stop.set()
             # Drain timeout plus a margin: a relay that does not stop fails the test.
-            nursery.cancel_scope.deadline = trio.current_time() + config.drain_timeout + 10
+            nursery.cancel_scope.deadline = trio.current_time() + config.forward.drain_timeout + 10
 
 
 @asynccontextmanager

@@ -1,22 +1,29 @@
-"""The forwarder's configuration: endpoints and the knobs of delivery, validated once.
+"""The forwarder's configuration: the ``[forward]`` section, endpoints, validated once.
 
-``ForwarderConfig`` is the one check of the forwarder's values; ``relay.config`` reads the
-file and builds it. The bounds here are the forwarder's own invariants (a batch holds at least
-64 KiB, times are finite and positive, a drain budget of 0 means "do not wait").
+The one place of the forwarder's defaults and bounds. ``ForwardSettings`` is the section as
+the file gives it (``relay.config`` builds it, errors name the file's key); ``TlsSettings``
+is what :func:`relay.service.build_ssl_context` needs besides the endpoints' files; and
+``ForwarderConfig`` is the settings plus what only exists at start (the endpoints, the TLS
+context, the framing), so that the parsed configuration never holds an ``ssl.SSLContext``.
+A drain budget of 0 means "do not wait".
 """
 
 from __future__ import annotations
 
 import math
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
+from relay import values
 from relay.addresses import format_hostport, parse_hostport
 from relay.errors import ConfigError
 from relay.framing import FRAMINGS, Framing
 
-# Smaller writes make Python TLS slow, and the file's forward.batch_size has the same floor.
+# Smaller writes make Python TLS slow.
 MIN_BATCH_BYTES = 64 << 10
+# One TLS write, held in memory (up to catch_up_factor of them while behind).
+MAX_BATCH_BYTES = 64 << 20
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,14 +63,22 @@ class Endpoint:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ForwarderConfig:
-    """How to reach the platform. ``ssl_context=None`` means plain TCP (explicit choice only;
-    warned about at start). Times are seconds."""
+class TlsSettings:
+    """``forward.tls`` and ``forward.verify``: off only when set so (and warned about)."""
 
-    endpoints: tuple[Endpoint, ...]
-    ssl_context: ssl.SSLContext | None
-    framing: Framing = "newline"
-    # Bytes of spool data per write; large writes are what makes Python TLS fast.
+    tls: bool = True
+    verify: bool = True
+
+    def __post_init__(self) -> None:
+        values.boolean(self.tls, "forward.tls")
+        values.boolean(self.verify, "forward.verify")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForwardSettings:
+    """How to deliver. Times are seconds; each bound is the file's (``forward.<key>``)."""
+
+    # Bytes of spool data per write (the file's batch_size); large writes make Python TLS fast.
     batch_bytes: int = 256 << 10
     # While behind, writes grow up to this many times batch_bytes (see the sender in loop.py).
     catch_up_factor: int = 4
@@ -75,9 +90,9 @@ class ForwarderConfig:
     connect_timeout: float = 10.0
     # While on a fallback endpoint, how often to try the first one again.
     primary_retry_interval: float = 300.0
-    # Budget of a clean close: wait for acknowledgements, close_notify, the peer's EOF.
-    # 0: close at once.
-    drain_timeout: float = 5.0
+    # Budget of a clean close: wait for acknowledgements, close_notify, the peer's EOF; the
+    # same SIGTERM budget as the drain. 0: close at once.
+    drain_timeout: float = 10.0
     # Data outstanding and not one byte acknowledged for this long: the link is dead, and the
     # next endpoint is tried at once. Also the kernel's TCP_USER_TIMEOUT, and what keepalive
     # is derived from, so that an idle dead link is noticed as soon (see link.py).
@@ -91,11 +106,74 @@ class ForwarderConfig:
     confirm_timeout: float = 1.0
     # Identical connection failure lines are logged at most once per this interval.
     log_interval: float = 60.0
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(
+            self,
+            "batch_bytes",
+            values.size(
+                self.batch_bytes,
+                "forward.batch_size",
+                minimum=MIN_BATCH_BYTES,
+                maximum=MAX_BATCH_BYTES,
+            ),
+        )
+        for name, low, high in _FILE_BOUNDS:
+            set_(self, name, values.number(getattr(self, name), f"forward.{name}", low, high))
+        set_(
+            self,
+            "failover_after",
+            values.integer(self.failover_after, "forward.failover_after", 1, 100),
+        )
+        if self.backoff_max < self.backoff_initial:
+            raise ConfigError(
+                "forward.backoff_max must not be smaller than forward.backoff_initial",
+                key="forward.backoff_max",
+            )
+        # Not in the file: the forwarder's own knobs, for tests and benchmarks.
+        if isinstance(self.catch_up_factor, bool) or not (
+            isinstance(self.catch_up_factor, int) and self.catch_up_factor >= 1
+        ):
+            raise ConfigError("catch_up_factor must be at least 1", key="catch_up_factor")
+        for name in ("ack_poll_interval", "confirm_timeout", "log_interval"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"{name} must be a positive number, got {value}", key=name)
+
+
+# (field, low, high) of the file's [forward] times; the file's key is the field's name.
+_FILE_BOUNDS: tuple[tuple[str, float, float], ...] = (
+    ("backoff_initial", 0.01, 600),
+    ("backoff_max", 0.01, 3600),
+    ("connect_timeout", 0.1, 600),
+    ("primary_retry_interval", 1, 86400),
+    ("drain_timeout", 0, 3600),
+    ("stall_timeout", 2, 3600),
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForwarderConfig(ForwardSettings):
+    """How to reach the platform: the settings, the endpoints, the TLS context, the framing.
+    ``ssl_context=None`` means plain TCP (explicit choice only; warned about at start)."""
+
+    endpoints: tuple[Endpoint, ...]
+    ssl_context: ssl.SSLContext | None
+    framing: Framing = Framing.NEWLINE
     # Whether ssl_context presents a client certificate (None: not known). Only for the
     # diagnosis of a TLS 1.2 handshake_failure alert (see diagnosis.py).
     client_certificate: bool | None = None
 
+    @classmethod
+    def of(cls, settings: ForwardSettings, **start: Any) -> ForwarderConfig:
+        """``settings`` plus what only exists at start (endpoints, ssl_context, ...)."""
+        given = {f.name: getattr(settings, f.name) for f in fields(ForwardSettings)}
+        return cls(**given, **start)
+
     def __post_init__(self) -> None:
+        # Not super(): slots=True makes a new class, which zero-argument super() misses.
+        ForwardSettings.__post_init__(self)
         if not self.endpoints:
             raise ConfigError("no endpoint configured; set at least one --endpoint HOST:PORT")
         if self.framing not in FRAMINGS:
@@ -103,37 +181,7 @@ class ForwarderConfig:
                 f"framing {self.framing!r} is unknown; use newline or octet-counting",
                 key="framing",
             )
-        if self.batch_bytes < MIN_BATCH_BYTES:
-            raise ConfigError(
-                f"batch_bytes {self.batch_bytes} is below {MIN_BATCH_BYTES}", key="batch_bytes"
-            )
-        if self.catch_up_factor < 1:
-            raise ConfigError("catch_up_factor must be at least 1", key="catch_up_factor")
-        if self.failover_after < 1:
-            raise ConfigError("failover_after must be at least 1", key="failover_after")
-        if not 0 < self.backoff_initial <= self.backoff_max:
-            raise ConfigError(
-                f"backoff bounds {self.backoff_initial}..{self.backoff_max} are not "
-                f"0 < initial <= max",
-                key="backoff",
-            )
-        for name in (
-            "backoff_max",
-            "connect_timeout",
-            "primary_retry_interval",
-            "stall_timeout",
-            "ack_poll_interval",
-            "confirm_timeout",
-            "log_interval",
-        ):
-            value = getattr(self, name)
-            if not (value > 0 and math.isfinite(value)):
-                raise ConfigError(f"{name} must be a positive number, got {value}", key=name)
-        if not (self.drain_timeout >= 0 and math.isfinite(self.drain_timeout)):
-            raise ConfigError(
-                f"drain_timeout must be 0 or more seconds, got {self.drain_timeout}",
-                key="drain_timeout",
-            )
+        object.__setattr__(self, "framing", Framing(self.framing))
         context = self.ssl_context
         if context is not None and context.minimum_version in (
             ssl.TLSVersion.MINIMUM_SUPPORTED,

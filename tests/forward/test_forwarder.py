@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from relay.certs import TlsFiles, client_context, issue_certificate, make_test_ca, server_context
 from relay.errors import ConfigError
 from relay.forward import Endpoint, Forwarder, ForwarderConfig
-from relay.framing import TLS_RECORD_PAYLOAD, frame_lines, record_cuts
+from relay.framing import TLS_RECORD_PAYLOAD, Framing, frame_lines, record_cuts
 from relay.spool import FsyncPolicy, Spool
 from relay.testing.ports import free_port
 from relay.testing.sink import SyslogSink
@@ -86,11 +86,11 @@ def assert_exactly_once_or_more(received: Iterable[bytes], n: int) -> Counter[in
 @pytest.mark.parametrize(
     ("framing", "lines", "wire"),
     [
-        ("newline", [b"a", b"bc"], b"a\nbc\n"),
-        ("newline", [], b""),
-        ("octet-counting", [b"a", b"bc"], b"1 a2 bc"),
-        ("octet-counting", [b"x" * 12], b"12 " + b"x" * 12),
-        ("octet-counting", [], b""),
+        (Framing.NEWLINE, [b"a", b"bc"], b"a\nbc\n"),
+        (Framing.NEWLINE, [], b""),
+        (Framing.OCTET_COUNTING, [b"a", b"bc"], b"1 a2 bc"),
+        (Framing.OCTET_COUNTING, [b"x" * 12], b"12 " + b"x" * 12),
+        (Framing.OCTET_COUNTING, [], b""),
     ],
 )
 def test_frame_lines(framing: Any, lines: list[bytes], wire: bytes) -> None:
@@ -99,7 +99,7 @@ def test_frame_lines(framing: Any, lines: list[bytes], wire: bytes) -> None:
 
 @given(
     sizes=st.lists(st.integers(min_value=1, max_value=40_000), min_size=1, max_size=60),
-    framing=st.sampled_from(["newline", "octet-counting"]),
+    framing=st.sampled_from([Framing.NEWLINE, Framing.OCTET_COUNTING]),
     limit=st.sampled_from([64, 1000, TLS_RECORD_PAYLOAD]),
 )
 def test_record_cuts_hold_whole_lines(sizes: list[int], framing: Any, limit: int) -> None:
@@ -108,7 +108,7 @@ def test_record_cuts_hold_whole_lines(sizes: list[int], framing: Any, limit: int
     # Where each framed line ends in ``data``.
     ends, total = set(), 0
     for line in lines:
-        total += len(line) + (1 if framing == "newline" else len(b"%d " % len(line)))
+        total += len(line) + (1 if framing == Framing.NEWLINE else len(b"%d " % len(line)))
         ends.add(total)
     cuts = record_cuts(data, lines, framing, limit)
     assert cuts[-1] == len(data)
@@ -123,8 +123,8 @@ def test_record_cuts_hold_whole_lines(sizes: list[int], framing: Any, limit: int
 
 def test_record_cuts_fill_records() -> None:
     lines = numbered(0, 1000)
-    data = frame_lines(lines, "newline")
-    cuts = record_cuts(data, lines, "newline")
+    data = frame_lines(lines, Framing.NEWLINE)
+    cuts = record_cuts(data, lines, Framing.NEWLINE)
     per_record = TLS_RECORD_PAYLOAD // (LINE_BYTES + 1)
     assert len(cuts) == -(-1000 // per_record)
 
@@ -536,7 +536,7 @@ async def test_failover_to_second_endpoint_and_back(
             [primary_port, secondary_port],
             client_tls,
             failover_after=2,
-            primary_retry_interval=0.3,
+            primary_retry_interval=1.0,  # the file's minimum
         )
         forwarder = Forwarder(spool, config)
         async with running(forwarder):

@@ -421,22 +421,22 @@ def parse_octet_counted(wire: bytes) -> list[bytes]:
 
 
 def test_newline_framing() -> None:
-    assert frame([b"<14>a", b"<14>bc"], "newline") == b"<14>a\n<14>bc\n"
-    assert frame([], "newline") == b""
+    assert frame([b"<14>a", b"<14>bc"], Framing.NEWLINE) == b"<14>a\n<14>bc\n"
+    assert frame([], Framing.NEWLINE) == b""
 
 
 def test_octet_counting_framing() -> None:
-    assert frame([b"<14>a", b"<14>bc"], "octet-counting") == b"5 <14>a6 <14>bc"
-    assert frame([], "octet-counting") == b""
+    assert frame([b"<14>a", b"<14>bc"], Framing.OCTET_COUNTING) == b"5 <14>a6 <14>bc"
+    assert frame([], Framing.OCTET_COUNTING) == b""
 
 
-@pytest.mark.parametrize("framing", ["newline", "octet-counting"])
+@pytest.mark.parametrize("framing", [Framing.NEWLINE, Framing.OCTET_COUNTING])
 def test_framed_real_lines_come_back_whole(framing: Framing) -> None:
     recs = [Record(src_port=i) for i in range(30)]
     lines = Renderer().render(decode(datagram(5, recs, header=HDR)), "10.0.0.1")
     wire = frame(lines, framing)
     assert framed_size(lines, framing) == len(wire)
-    if framing == "newline":
+    if framing == Framing.NEWLINE:
         assert wire.split(b"\n") == [*lines, b""]
     else:
         assert parse_octet_counted(wire) == lines
@@ -446,17 +446,17 @@ def test_framed_real_lines_come_back_whole(framing: Framing) -> None:
 @settings(max_examples=200, deadline=None)
 def test_framed_size_is_len_of_frame(lines: list[bytes]) -> None:
     # Lengths around 9/10, 99/100, 999/1000 change the width of the octet count.
-    assert framed_size(lines, "newline") == len(frame(lines, "newline"))
-    assert framed_size(lines, "octet-counting") == len(frame(lines, "octet-counting"))
-    assert parse_octet_counted(frame(lines, "octet-counting")) == lines
+    assert framed_size(lines, Framing.NEWLINE) == len(frame(lines, Framing.NEWLINE))
+    assert framed_size(lines, Framing.OCTET_COUNTING) == len(frame(lines, Framing.OCTET_COUNTING))
+    assert parse_octet_counted(frame(lines, Framing.OCTET_COUNTING)) == lines
 
 
 @pytest.mark.parametrize("size", [9, 10, 99, 100, 999, 1000, 9999, 10000])
 def test_octet_count_width_boundaries(size: int) -> None:
     line = b"x" * size
-    wire = frame([line], "octet-counting")
+    wire = frame([line], Framing.OCTET_COUNTING)
     assert wire == str(size).encode() + b" " + line
-    assert framed_size([line], "octet-counting") == len(wire)
+    assert framed_size([line], Framing.OCTET_COUNTING) == len(wire)
 
 
 # --- fused hot path == reference, for any input ------------------------------------------

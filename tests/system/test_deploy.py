@@ -184,7 +184,7 @@ def test_unit_limits() -> None:
     assert int(nofile) >= 4096
     # systemd must not SIGKILL the relay while it drains.
     [stop] = settings["TimeoutStopSec"]
-    assert seconds(stop) >= DEFAULTS.drain_timeout + 10
+    assert seconds(stop) >= DEFAULTS.forward.drain_timeout + 10
 
 
 def test_unit_command_line_is_the_relays() -> None:
@@ -265,7 +265,7 @@ def test_dockerfile_base_ports_volumes_entrypoint() -> None:
     assert {"12999/udp", "9712/tcp"} <= exposed
     [volumes] = [json.loads(args) for name, args in steps if name == "VOLUME"]
     # The spool the example config (and the default) uses lies on a volume.
-    spool = load(example(), environ={}).spool_dir
+    spool = load(example(), environ={}).spool.directory
     assert any(spool.is_relative_to(v) for v in volumes)
     assert "/etc/flowrelay/certs" in volumes
     [entrypoint] = [json.loads(args) for name, args in steps if name == "ENTRYPOINT"]
@@ -287,7 +287,7 @@ def healthcheck_url(metrics: str) -> str:
     )
     url = urlsplit(env["FLOWRELAY_HEALTHZ"])
     # The image's default matches the relay's default metrics address.
-    assert url.netloc == str(DEFAULTS.metrics)
+    assert url.netloc == str(DEFAULTS.metrics.address)
     assert url.path == "/healthz"
     return urlunsplit(url._replace(netloc=metrics))
 
@@ -337,7 +337,7 @@ def test_compose_restart_and_stop() -> None:
     # Not "always" (restarts even after `docker stop` at the next daemon start) and not
     # "on-failure" (see the comment in compose.yaml).
     assert relay["restart"] == "unless-stopped"
-    assert seconds(relay["stop_grace_period"]) >= DEFAULTS.drain_timeout + 10
+    assert seconds(relay["stop_grace_period"]) >= DEFAULTS.forward.drain_timeout + 10
 
 
 def test_compose_mounts_spool_and_certs() -> None:
@@ -355,7 +355,7 @@ def test_sysctl_allows_the_default_receive_buffer() -> None:
         if line.strip() and not line.lstrip().startswith(("#", ";")):
             key, _, value = line.partition("=")
             values[key.strip()] = int(value)
-    assert values["net.core.rmem_max"] >= DEFAULTS.receive_buffer
+    assert values["net.core.rmem_max"] >= DEFAULTS.listen.receive_buffer
     for key in values:
         assert Path("/proc/sys", *key.split(".")).exists(), f"{key} is not a kernel setting"
 

@@ -113,7 +113,10 @@ async def run_relay(
     try:
         for address in config.listen:
             sock = open_udp_socket(
-                address, receive_buffer=config.receive_buffer, reuse_port=config.workers > 1
+                address,
+                receive_buffer=config.receive_buffer,
+                reuse_port=config.workers > 1,
+                steer_workers=config.workers,
             )
             sockets.append(sock)
         spool = Spool.open(

@@ -111,19 +111,21 @@ def test_neighbouring_addresses_spread_evenly_over_workers() -> None:
         assert max(counts) - min(counts) <= 254 // workers // 10, (workers, counts)
 
 
+def reuseport_group_member(host: str, port: int, workers: int) -> socket.socket:
+    """A relay socket as a worker opens it: on ``port`` (0: a new one), steered."""
+    return open_udp_socket(
+        HostPort(host=host, port=port),
+        receive_buffer=1 << 20,
+        reuse_port=True,
+        steer_workers=workers,
+    )
+
+
 def reuseport_group(host: str, size: int) -> list[socket.socket]:
     """``size`` relay sockets on one port of ``host``, steered, in the group's join order."""
-    group: list[socket.socket] = []
-    for _ in range(size):
-        port = group[0].getsockname()[1] if group else 0
-        group.append(
-            open_udp_socket(
-                HostPort(host=host, port=port),
-                receive_buffer=1 << 20,
-                reuse_port=True,
-                steer_workers=size,
-            )
-        )
+    group = [reuseport_group_member(host, 0, size)]
+    port = group[0].getsockname()[1]
+    group += [reuseport_group_member(host, port, size) for _ in range(size - 1)]
     return group
 
 
@@ -193,3 +195,27 @@ def test_a_socket_outside_a_reuseport_group_warns_once_and_stays_usable(
         assert plain.recv(16) == b"still"
     events = [getattr(record, "event", None) for record in caplog.records]
     assert events == ["worker_steering_unavailable"]
+
+
+def test_a_restarted_worker_takes_the_last_position_and_the_last_one_fills_its_gap() -> None:
+    """What README says of a worker restart: the kernel moves the group's last socket into
+    the freed position, sends the last position's exporters by its own hash until a socket
+    joins again, and the new socket joins last."""
+    group = reuseport_group("127.0.0.1", 4)
+    port = group[0].getsockname()[1]
+    sources = [f"127.0.0.{host}" for host in range(1, 31)]
+    group[1].close()
+    try:
+        survivors = [group[0], group[3], group[2]]  # positions 0, 1 (moved), 2
+        seen = receive(survivors, send_from(sources, 6, "127.0.0.1", port))
+        for source in sources:
+            if worker_index(source, 4) < 3:
+                assert seen[source] == {worker_index(source, 4)}, source
+        rejoined = reuseport_group_member("127.0.0.1", port, 4)
+        order = [*survivors, rejoined]
+        seen = receive(order, send_from(sources, 6, "127.0.0.1", port))
+        assert seen == {source: {worker_index(source, 4)} for source in sources}
+        rejoined.close()
+    finally:
+        for sock in (group[0], group[2], group[3]):
+            sock.close()

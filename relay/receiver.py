@@ -14,6 +14,7 @@ import trio
 
 from relay.addresses import HostPort
 from relay.errors import ConfigError
+from relay.steering import steer
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,13 @@ GATHER = 0.002
 MAX_DATAGRAM = 65535
 
 
-def open_udp_socket(address: HostPort, *, receive_buffer: int, reuse_port: bool) -> socket.socket:
-    """A bound, non-blocking UDP socket; ConfigError with the fix when it cannot be had."""
+def open_udp_socket(
+    address: HostPort, *, receive_buffer: int, reuse_port: bool, steer_workers: int = 0
+) -> socket.socket:
+    """A bound, non-blocking UDP socket; ConfigError with the fix when it cannot be had.
+    ``steer_workers`` > 1 (with ``reuse_port``) sends each exporter address to one of that
+    many sockets of the port's reuseport group (relay.steering); 0 or 1 leaves the kernel's
+    4-tuple hash."""
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
@@ -79,6 +85,8 @@ def open_udp_socket(address: HostPort, *, receive_buffer: int, reuse_port: bool)
         raise ConfigError(
             f"listen address {address}: {exc.strerror}", key="listen.addresses"
         ) from None
+    if reuse_port and steer_workers > 1:
+        steer(sock, steer_workers)  # after bind: the group exists, and this attach is its own
     sock.setblocking(False)
     return sock
 

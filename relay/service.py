@@ -130,7 +130,10 @@ async def run_relay(
         listen = config.listen
         for address in listen.addresses:
             sock = open_udp_socket(
-                address, receive_buffer=listen.receive_buffer, reuse_port=listen.workers > 1
+                address,
+                receive_buffer=listen.receive_buffer,
+                reuse_port=listen.workers > 1,
+                steer_workers=listen.workers,
             )
             sockets.append(sock)
         spool = Spool.open(

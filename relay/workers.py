@@ -1,8 +1,8 @@
 """``workers = N``: N relay processes on the same UDP ports, one supervisor.
 
-Each worker is a full ``relay run`` with its own sockets (SO_REUSEPORT: the kernel spreads
-datagrams over them by a hash of the source address and port, so one exporter's stream, and
-its flow_sequence, stays on one worker), its own spool directory (``SPOOL/worker-I``) and its
+Each worker is a full ``relay run`` with its own sockets (SO_REUSEPORT, steered by source
+address by relay.steering, so one exporter's templates, options and flow_sequence stay on
+one worker whatever its source port), its own spool directory (``SPOOL/worker-I``) and its
 own forwarder connection. The supervisor starts them, restarts one that crashes (with
 backoff), stops all of them on SIGTERM (each drains its own spool), passes SIGHUP on to
 them (signals are handled as ``relay run`` handles them), exits 78 when a worker

@@ -31,7 +31,7 @@ from relay.offline import decode_files
 from relay.render import BODIES, HEADERS, Renderer, RenderOptions
 from relay.sendtest import send_test
 from relay.service import hangup_ignored, run_relay
-from relay.workers import run_supervisor, worker_config
+from relay.workers import run_supervisor, worker_config, worker_heartbeat
 
 
 class _Parser(argparse.ArgumentParser):
@@ -205,6 +205,7 @@ async def _run_worker(config: Config) -> None:
         # The supervisor reads this line to find the worker's metrics.
         sys.stdout.write(f"relay-worker-ready metrics_port={handle.metrics_port}\n")
         sys.stdout.flush()
+        nursery.start_soon(worker_heartbeat, handle.stop)
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:

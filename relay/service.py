@@ -5,12 +5,17 @@ Data path: UDP receivers → (ingest: allow, decode+render) → bounded channel 
 what the kernel already holds, the writer spools everything, the forwarder gets
 ``forward.drain_timeout`` to deliver, then every task is cancelled and the spool closed.
 SIGHUP is logged and changes nothing (see :func:`wait_for_stop_signal`).
+
+Under systemd (``Type=notify``) it says READY=1 once the sockets are bound and the spool is
+open, STOPPING=1 when the drain starts, the stats line as STATUS=, and pings the watchdog from
+the event loop itself, so that a loop that hangs stops the pings and systemd restarts it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -32,6 +37,7 @@ from relay.receiver import UdpReceiver, open_udp_socket
 from relay.render import Renderer
 from relay.sequence import SequenceTracker
 from relay.spool import FsyncPolicy, Overflow, Spool, SpoolStats
+from relay.systemd import READY, STOPPING, WATCHDOG, Notifier, status
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +48,9 @@ CHANNEL_BATCHES = 4
 WRITE_COALESCE_LINES = 8192
 # The signals that make the daemon drain and exit 0.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# Only the tests set it: SIGUSR1 then blocks the event loop, as a hung relay would, to show
+# that the watchdog pings stop (a pinging thread would carry on and hide the hang).
+TEST_HANG_ENV = "FLOWRELAY_TEST_HANG_ON_SIGUSR1"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,8 +115,10 @@ async def run_relay(
     config: Config,
     *,
     handle_signals: bool = True,
+    notifier: Notifier | None = None,
     task_status: trio.TaskStatus[RelayHandle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """``notifier``: where READY=1 and the rest go (default: ``$NOTIFY_SOCKET``, if any)."""
     fconfig = check_startup(config)
     sockets: list[socket.socket] = []
     try:
@@ -127,6 +138,8 @@ async def run_relay(
         for sock in sockets:
             sock.close()
         raise
+    own_notifier = notifier is None
+    notify = Notifier.from_environ() if notifier is None else notifier
     try:
         await _serve(
             config,
@@ -134,10 +147,13 @@ async def run_relay(
             fconfig,
             sockets,
             handle_signals=handle_signals,
+            notify=notify,
             task_status=task_status,
         )
     finally:
         spool.close()
+        if own_notifier:
+            notify.close()
 
 
 async def _serve(
@@ -147,6 +163,7 @@ async def _serve(
     sockets: Sequence[socket.socket],
     *,
     handle_signals: bool,
+    notify: Notifier,
     task_status: trio.TaskStatus[RelayHandle],
 ) -> None:
     metrics = RelayMetrics()
@@ -188,7 +205,11 @@ async def _serve(
                     health=health,
                 )
             )
-        nursery.start_soon(_housekeeping, config, spool, ingest, metrics, stats)
+        nursery.start_soon(partial(_housekeeping, config, spool, ingest, stats, notify=notify))
+        if notify.watchdog_period is not None:
+            nursery.start_soon(ping_watchdog, notify, notify.watchdog_period)
+        if os.environ.get(TEST_HANG_ENV) == "1":
+            nursery.start_soon(_hang_on_sigusr1)
         async with trio.open_nursery() as pipeline:
             pipeline.start_soon(_spool_writer, recv, spool, metrics)
             for receiver in receivers:
@@ -207,6 +228,8 @@ async def _serve(
             task_status.started(
                 RelayHandle(listen=listen, metrics_port=metrics_port, stop=stop, metrics=metrics)
             )
+            notify.send(READY + status(stats.line()))
+        notify.send(STOPPING + status("draining: " + stats.line()))
         # Receivers stopped and every line they read is in the spool.
         ingest.flush()
         await trio.to_thread.run_sync(spool.sync)
@@ -326,8 +349,28 @@ class _Stats:
         return stats_line(self._metrics, self._spool.statistics(), self._forwarder.statistics())
 
 
+async def ping_watchdog(notify: Notifier, period: float) -> None:
+    """WATCHDOG=1 every ``period`` seconds, from the event loop: if the loop hangs, the pings
+    stop and systemd (``WatchdogSec=``) kills and restarts the relay."""
+    while True:
+        notify.send(WATCHDOG)
+        await trio.sleep(period)
+
+
+async def _hang_on_sigusr1() -> None:
+    with trio.open_signal_receiver(signal.SIGUSR1) as signals:
+        async for _ in signals:
+            log.warning("blocking the event loop for the tests", extra={"event": "test_hang"})
+            time.sleep(3600)  # noqa: ASYNC251 - the point: a loop that does not come back
+
+
 async def _housekeeping(
-    config: Config, spool: Spool, ingest: Ingest, metrics: RelayMetrics, stats: _Stats
+    config: Config,
+    spool: Spool,
+    ingest: Ingest,
+    stats: _Stats,
+    *,
+    notify: Notifier,
 ) -> None:
     next_stats = trio.current_time() + config.stats_interval
     while True:
@@ -337,6 +380,8 @@ async def _housekeeping(
         else:
             spool.save_cursor()
         ingest.tick()
+        if notify.enabled:
+            notify.send(status(stats.line()))
         if trio.current_time() >= next_stats:
             next_stats += config.stats_interval
             log.info(stats.line(), extra={"event": "stats"})

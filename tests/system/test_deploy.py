@@ -165,6 +165,18 @@ def test_unit_sets(key: str, value: str) -> None:
     assert unit_settings().get(key) == [value]
 
 
+def test_unit_is_notify_with_a_watchdog_pinged_by_the_relay() -> None:
+    settings = unit_settings()
+    assert settings["Type"] == ["notify"]
+    assert settings["NotifyAccess"] == ["main"]
+    [watchdog] = settings["WatchdogSec"]
+    # Pinged every half of it: long enough that a busy loop is not mistaken for a hung one.
+    assert seconds(watchdog) >= 10
+    # The notify socket is AF_UNIX: the unit must allow it.
+    [families] = settings["RestrictAddressFamilies"]
+    assert "AF_UNIX" in families.split()
+
+
 def test_unit_restricts_sockets_and_syscalls() -> None:
     settings = unit_settings()
     [families] = settings["RestrictAddressFamilies"]

@@ -4,7 +4,8 @@ Data path: UDP receivers → (ingest: allow, decode+render) → bounded channel 
 → disk spool → forwarder → TLS endpoint. SIGTERM/SIGINT drain: receivers stop and hand over
 what the kernel already holds, the writer spools everything, the forwarder gets
 ``forward.drain_timeout`` to deliver, then every task is cancelled and the spool closed.
-SIGHUP is logged and changes nothing (see :func:`wait_for_stop_signal`).
+SIGHUP re-reads the CA, certificate and key files (relay.certwatch): a good set is used
+from the next connection, a bad one is refused and the old one kept.
 
 Under systemd (``Type=notify``) it says READY=1 once the sockets are bound and the spool is
 open, STOPPING=1 when the drain starts, the stats line as STATUS=, and pings the watchdog from
@@ -28,6 +29,7 @@ import trio
 
 from relay.allow import AllowList
 from relay.certs import client_context
+from relay.certwatch import ClientTls, register_expiry_metric
 from relay.config import Config
 from relay.errors import ConfigError
 from relay.forward import Endpoint, Forwarder, ForwarderConfig, ForwarderStats
@@ -37,7 +39,15 @@ from relay.receiver import UdpReceiver, open_udp_socket
 from relay.render import Renderer
 from relay.sequence import SequenceTracker
 from relay.spool import FsyncPolicy, Overflow, Spool, SpoolStats
-from relay.systemd import READY, STOPPING, WATCHDOG, Notifier, status
+from relay.systemd import (
+    READY,
+    STOPPING,
+    TEST_HANG_ENV,
+    Notifier,
+    hang_on_sigusr1,
+    ping_watchdog,
+    status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +58,6 @@ CHANNEL_BATCHES = 4
 WRITE_COALESCE_LINES = 8192
 # The signals that make the daemon drain and exit 0.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-# Only the tests set it: SIGUSR1 then blocks the event loop, as a hung relay would, to show
-# that the watchdog pings stop (a pinging thread would carry on and hide the hang).
-TEST_HANG_ENV = "FLOWRELAY_TEST_HANG_ON_SIGUSR1"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -181,6 +188,14 @@ async def _serve(
     _register_collectors(metrics, spool, forwarder, receivers)
     _register_sequence_collector(metrics, ingest.sequences)
     stats = _Stats(metrics, spool, forwarder)
+    tls = None
+    if fconfig.ssl_context is not None:
+        tls = ClientTls(
+            load=partial(build_ssl_context, config),
+            use=forwarder.use_ssl_context,
+            cert=config.endpoints[0].cert,
+        )
+        register_expiry_metric(metrics.registry, tls)
 
     def health() -> tuple[bool, str]:
         f = forwarder.statistics()
@@ -192,7 +207,7 @@ async def _serve(
 
     async with trio.open_nursery() as nursery:
         if handle_signals:
-            await nursery.start(_stop_on_signal, stop)
+            await nursery.start(_stop_on_signal, stop, tls)
         await nursery.start(forwarder.run)
         metrics_port = None
         if config.metrics is not None:
@@ -205,11 +220,13 @@ async def _serve(
                     health=health,
                 )
             )
-        nursery.start_soon(partial(_housekeeping, config, spool, ingest, stats, notify=notify))
+        nursery.start_soon(
+            partial(_housekeeping, config, spool, ingest, stats, notify=notify, tls=tls)
+        )
         if notify.watchdog_period is not None:
             nursery.start_soon(ping_watchdog, notify, notify.watchdog_period)
         if os.environ.get(TEST_HANG_ENV) == "1":
-            nursery.start_soon(_hang_on_sigusr1)
+            nursery.start_soon(hang_on_sigusr1)
         async with trio.open_nursery() as pipeline:
             pipeline.start_soon(_spool_writer, recv, spool, metrics)
             for receiver in receivers:
@@ -246,17 +263,16 @@ async def _serve(
 
 async def wait_for_stop_signal(
     *,
-    on_hangup: Callable[[], None] | None = None,
+    on_hangup: Callable[[], object] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> signal.Signals:
     """The daemon's signal handling, for ``relay run`` and the worker supervisor alike.
 
-    Returns at SIGTERM or SIGINT: the caller drains. SIGHUP, the usual "reload", is logged and
-    the relay carries on: without a handler it would end the process at once (status 129,
-    the active segment unsealed), and systemd counts death by SIGHUP as a clean exit, so
-    ``Restart=on-failure`` would not bring it back. ``on_hangup`` runs on each SIGHUP (the
-    supervisor passes it on to its workers). ``task_status.started()`` comes once the handlers
-    are in place.
+    Returns at SIGTERM or SIGINT: the caller drains. SIGHUP, the usual "reload", runs
+    ``on_hangup`` (the certificates are re-read; the supervisor passes it on to its workers)
+    and the relay carries on: without a handler it would end the process at once (status 129,
+    the active segment unsealed). ``task_status.started()`` comes once the handlers are in
+    place.
     """
     with trio.open_signal_receiver(*STOP_SIGNALS, signal.SIGHUP) as signals:
         task_status.started()
@@ -264,8 +280,9 @@ async def wait_for_stop_signal(
             name = signal.Signals(signum).name
             if signum == signal.SIGHUP:
                 log.info(
-                    "SIGHUP received: nothing to reload yet, carrying on (certificate reload "
-                    "comes with the operations issue)",
+                    "SIGHUP received: reloading the certificates"
+                    if on_hangup is not None
+                    else "SIGHUP received: nothing to reload (no TLS), carrying on",
                     extra={"event": "sighup", "signal": name},
                 )
                 if on_hangup is not None:
@@ -288,9 +305,14 @@ def hangup_ignored() -> Iterator[None]:
 
 
 async def _stop_on_signal(
-    stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    stop: trio.Event,
+    tls: ClientTls | None,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    await wait_for_stop_signal(task_status=task_status)
+    await wait_for_stop_signal(
+        on_hangup=tls.reload if tls is not None else None, task_status=task_status
+    )
     stop.set()
 
 
@@ -349,21 +371,6 @@ class _Stats:
         return stats_line(self._metrics, self._spool.statistics(), self._forwarder.statistics())
 
 
-async def ping_watchdog(notify: Notifier, period: float) -> None:
-    """WATCHDOG=1 every ``period`` seconds, from the event loop: if the loop hangs, the pings
-    stop and systemd (``WatchdogSec=``) kills and restarts the relay."""
-    while True:
-        notify.send(WATCHDOG)
-        await trio.sleep(period)
-
-
-async def _hang_on_sigusr1() -> None:
-    with trio.open_signal_receiver(signal.SIGUSR1) as signals:
-        async for _ in signals:
-            log.warning("blocking the event loop for the tests", extra={"event": "test_hang"})
-            time.sleep(3600)  # noqa: ASYNC251 - the point: a loop that does not come back
-
-
 async def _housekeeping(
     config: Config,
     spool: Spool,
@@ -371,9 +378,12 @@ async def _housekeeping(
     stats: _Stats,
     *,
     notify: Notifier,
+    tls: ClientTls | None,
 ) -> None:
     next_stats = trio.current_time() + config.stats_interval
     while True:
+        if tls is not None:
+            tls.tick()
         await trio.sleep(config.fsync_interval if config.fsync == "interval" else 1.0)
         if config.fsync == "interval":
             await trio.to_thread.run_sync(spool.sync)

@@ -1,4 +1,5 @@
-"""systemd's notify protocol (sd_notify): READY=1, STOPPING=1, STATUS=, WATCHDOG=1.
+"""systemd's notify protocol (sd_notify): READY=1, STOPPING=1, STATUS=, WATCHDOG=1, and the
+watchdog's pinger in the event loop.
 
 The protocol is one datagram of ``KEY=value`` lines to the AF_UNIX socket named by
 ``$NOTIFY_SOCKET`` (a path, or ``@name`` for the abstract namespace), and the watchdog's
@@ -16,12 +17,19 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import time
 from collections.abc import Mapping
 from typing import Final
 
+import trio
+
 log = logging.getLogger(__name__)
 
+# Only the tests set it: SIGUSR1 then blocks the event loop, as a hung relay would, to show
+# that the watchdog pings stop (a pinging thread would carry on and hide the hang).
+TEST_HANG_ENV: Final = "FLOWRELAY_TEST_HANG_ON_SIGUSR1"
 # What the supervisor takes out of its workers' environment: only the main process talks to
 # systemd (the unit's default NotifyAccess=main ignores, and logs, anything else).
 ENVIRONMENT: Final = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
@@ -154,3 +162,18 @@ class Notifier:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+async def ping_watchdog(notify: Notifier, period: float) -> None:
+    """WATCHDOG=1 every ``period`` seconds, from the event loop: if the loop hangs, the pings
+    stop and systemd (``WatchdogSec=``) kills and restarts the relay."""
+    while True:
+        notify.send(WATCHDOG)
+        await trio.sleep(period)
+
+
+async def hang_on_sigusr1() -> None:
+    with trio.open_signal_receiver(signal.SIGUSR1) as signals:
+        async for _ in signals:
+            log.warning("blocking the event loop for the tests", extra={"event": "test_hang"})
+            time.sleep(3600)  # noqa: ASYNC251 - the point: a loop that does not come back

@@ -36,8 +36,16 @@ from relay.addresses import HostPort
 from relay.config import Config, load, to_document
 from relay.errors import EX_CONFIG, EX_OK, ConfigError
 from relay.metrics import Family, render_families, serve_http
-from relay.service import ping_watchdog, wait_for_stop_signal
-from relay.systemd import READY, STOPPING, Notifier, status, watchdog_timeout, without_notify
+from relay.service import wait_for_stop_signal
+from relay.systemd import (
+    READY,
+    STOPPING,
+    Notifier,
+    ping_watchdog,
+    status,
+    watchdog_timeout,
+    without_notify,
+)
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +186,9 @@ async def _supervise(
 
 
 def _pass_hangup(workers: Sequence[_Worker]) -> None:
-    """SIGHUP to each worker that is up: each reloads what is its own (the operations issue's
-    certificates). A worker still starting has no handler yet, and would die of it."""
+    """SIGHUP to each worker that is up: each re-reads the certificate files itself (one worker
+    may refuse a set another took, if the files change between them; each says so). A
+    worker still starting has no handler yet, and would die of it."""
     for worker in workers:
         process = worker.process
         if worker.ready.is_set() and process is not None and process.returncode is None:
@@ -341,7 +350,12 @@ def _aggregate(texts: Sequence[str]) -> str:
                     (k, v.strip('"'))
                     for k, _, v in (p.partition("=") for p in labels.rstrip("}").split(",") if p)
                 )
-                fam.inc(float(value), parsed)
+                if name.endswith("_timestamp_seconds") and parsed in fam.values:
+                    # A moment, not a count: the earliest is what needs attention (a
+                    # worker that refused a reload still holds the older certificate).
+                    fam.set(min(fam.get(parsed), float(value)), parsed)
+                else:
+                    fam.inc(float(value), parsed)
     return render_families(families.values())
 
 

@@ -177,6 +177,11 @@ def test_unit_is_notify_with_a_watchdog_pinged_by_the_relay() -> None:
     assert "AF_UNIX" in families.split()
 
 
+def test_unit_reloads_with_sighup_to_the_main_process() -> None:
+    # The supervisor passes SIGHUP on to its workers; the relay's own handler reloads.
+    assert unit_settings()["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+
+
 def test_unit_restricts_sockets_and_syscalls() -> None:
     settings = unit_settings()
     [families] = settings["RestrictAddressFamilies"]

@@ -23,7 +23,7 @@ import trio
 from support.relayproc import LOOPBACK, RelayProcess, tls_args
 
 from relay.certs import TlsFiles, server_context
-from relay.service import TEST_HANG_ENV
+from relay.systemd import TEST_HANG_ENV
 from relay.testing.sink import SyslogSink
 from relay.testing.synth import SyntheticExporter
 

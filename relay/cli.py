@@ -136,7 +136,11 @@ def add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument("--metrics", metavar="ADDR:PORT", help='metrics address, "off" to disable')
     run.add_argument("--allow", action="append", default=[], metavar="CIDR")
     run.add_argument("--framing", choices=FRAMINGS)
-    run.add_argument("--log-format", choices=("json", "text"))
+    run.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        help="auto (default): text on a terminal, JSON otherwise",
+    )
     run.add_argument("--workers", type=int, metavar="N")
     # Set by the supervisor for its worker processes; not for people.
     run.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)

@@ -85,7 +85,7 @@ class Config:
     stall_timeout: float = 20.0
     failover_after: int = 3
     metrics: HostPort | None = None
-    log_format: str = "json"
+    log_format: str = "auto"
     log_level: str = "info"
     stats_interval: float = 60.0
 
@@ -127,7 +127,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "failover_after": 3,
     },
     "metrics": {"address": "127.0.0.1:9712"},
-    "log": {"format": "json", "level": "info", "stats_interval": 60.0},
+    "log": {"format": "auto", "level": "info", "stats_interval": 60.0},
 }
 ENDPOINT_KEYS = {"host", "port", "ca", "cert", "key", "server_name"}
 
@@ -264,7 +264,7 @@ def load(
         metrics=metrics,
         log_format=values.choice(
             flags.log_format or log["format"],
-            ("json", "text"),
+            ("auto", "json", "text"),
             "--log-format" if flags.log_format else "log.format",
         ),
         log_level=values.choice(

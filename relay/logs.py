@@ -1,5 +1,8 @@
 """Logging: one JSON object per line (python-json-logger) or plain text, and rate limiting.
 
+``auto``, the default, is text when stderr is a terminal (a person at ``relay run``) and JSON
+otherwise (the journal, a container's log, a file: read by programs and shippers).
+
 Modules log a sentence for people and a stable event name plus details in ``extra``:
 ``log.warning("datagram dropped: ...", extra={"event": "datagram_malformed", ...})``.
 Only the CLI calls :func:`configure`.
@@ -38,9 +41,27 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def configure(*, fmt: str = "json", level: str = "info") -> None:
+FORMATS = ("auto", "json", "text")
+
+
+def resolve_format(fmt: str, *, terminal: bool) -> str:
+    """``auto`` as ``text`` on a terminal, ``json`` otherwise; the others as they are."""
+    if fmt == "auto":
+        return "text" if terminal else "json"
+    return fmt
+
+
+def _is_terminal(stream: object) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if isatty is not None else False
+    except ValueError:  # closed
+        return False
+
+
+def configure(*, fmt: str = "auto", level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
+    if resolve_format(fmt, terminal=_is_terminal(sys.stderr)) == "json":
         formatter: logging.Formatter = JsonFormatter(
             "%(asctime)s %(levelname)s %(name)s %(message)s",
             rename_fields={

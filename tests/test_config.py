@@ -54,7 +54,7 @@ def test_defaults_when_the_file_is_empty() -> None:
     assert config.receive_buffer == 32 << 20
     assert config.tls is True
     assert config.verify is True
-    assert config.log_format == "json"
+    assert config.log_format == "auto"
     assert config.endpoints == ()
 
 

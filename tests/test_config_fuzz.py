@@ -377,7 +377,7 @@ def assert_usable(config: Config) -> None:
         assert number >= 0
     assert isinstance(config.tls, bool)
     assert isinstance(config.verify, bool)
-    assert config.log_format in ("json", "text")
+    assert config.log_format in ("auto", "json", "text")
     assert config.log_level in ("debug", "info", "warning", "error")
     assert config.metrics is None or isinstance(config.metrics, HostPort)
     probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)

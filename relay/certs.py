@@ -339,6 +339,11 @@ def _load_chain_into(context: ssl.SSLContext, cert: Path | None, key: Path | Non
         ) from exc
 
 
+def certificate_not_after(cert: Path) -> datetime:
+    """When the (first) certificate in ``cert`` expires; CertificateError names the file."""
+    return _load_pem_certificates(cert, "certificate file")[0].not_valid_after_utc
+
+
 def _no_password() -> bytes:
     raise CertificateError("the key file is encrypted; decrypt it first")
 

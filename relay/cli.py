@@ -35,7 +35,7 @@ from relay.sendtest import VERSIONS as SEND_VERSIONS
 from relay.sendtest import send_test
 from relay.service import hangup_ignored, run_relay
 from relay.spool import FsyncPolicy
-from relay.workers import run_supervisor, worker_config
+from relay.workers import run_supervisor, worker_config, worker_heartbeat
 
 
 class _Parser(argparse.ArgumentParser):
@@ -151,7 +151,11 @@ def add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument("--metrics", metavar="ADDR:PORT", help='metrics address, "off" to disable')
     run.add_argument("--allow", action="append", default=[], metavar="CIDR")
     run.add_argument("--framing", choices=_words(Framing))
-    run.add_argument("--log-format", choices=_words(LogFormat))
+    run.add_argument(
+        "--log-format",
+        choices=_words(LogFormat),
+        help="auto (default): text on a terminal, JSON otherwise",
+    )
     run.add_argument("--workers", type=int, metavar="N")
     # Set by the supervisor for its worker processes; not for people.
     run.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
@@ -220,6 +224,7 @@ async def _run_worker(config: Config) -> None:
         # The supervisor reads this line to find the worker's metrics.
         sys.stdout.write(f"relay-worker-ready metrics_port={handle.metrics_port}\n")
         sys.stdout.flush()
+        nursery.start_soon(worker_heartbeat, handle.stop)
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:

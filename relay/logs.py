@@ -1,5 +1,8 @@
 """Logging: one JSON object per line (python-json-logger) or plain text, and rate limiting.
 
+``auto``, the default, is text when stderr is a terminal (a person at ``relay run``) and JSON
+otherwise (the journal, a container's log, a file: read by programs and shippers).
+
 Modules log a sentence for people and a stable event name plus details in ``extra``:
 ``log.warning("datagram dropped: ...", extra={"event": "datagram_malformed", ...})``.
 Only the CLI calls :func:`configure`.
@@ -42,6 +45,7 @@ class TextFormatter(logging.Formatter):
 
 
 class LogFormat(StrEnum):
+    AUTO = "auto"  # text when stderr is a terminal, JSON otherwise
     JSON = "json"  # one object per line, for journald/Loki/Elastic
     TEXT = "text"  # for people at a terminal
 
@@ -57,7 +61,7 @@ class LogLevel(StrEnum):
 class LogConfig:
     """The ``[log]`` section, checked once; the level is taken in any case (``"INFO"``)."""
 
-    format: LogFormat = LogFormat.JSON
+    format: LogFormat = LogFormat.AUTO
     level: LogLevel = LogLevel.INFO
     # Seconds between the "stats" lines.
     stats_interval: float = 60.0
@@ -75,9 +79,27 @@ class LogConfig:
         )
 
 
-def configure(*, fmt: str = "json", level: str = "info") -> None:
+FORMATS = tuple(LogFormat)
+
+
+def resolve_format(fmt: str, *, terminal: bool) -> str:
+    """``auto`` as ``text`` on a terminal, ``json`` otherwise; the others as they are."""
+    if fmt == "auto":
+        return "text" if terminal else "json"
+    return fmt
+
+
+def _is_terminal(stream: object) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if isatty is not None else False
+    except ValueError:  # closed
+        return False
+
+
+def configure(*, fmt: str = "auto", level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
+    if resolve_format(fmt, terminal=_is_terminal(sys.stderr)) == "json":
         formatter: logging.Formatter = JsonFormatter(
             "%(asctime)s %(levelname)s %(name)s %(message)s",
             rename_fields={

@@ -4,13 +4,19 @@ Data path: UDP receivers → (ingest: allow, decode+render) → bounded channel 
 → disk spool → forwarder → TLS endpoint. SIGTERM/SIGINT drain: receivers stop and hand over
 what the kernel already holds, the writer spools everything, the forwarder gets
 ``forward.drain_timeout`` to deliver, then every task is cancelled and the spool closed.
-SIGHUP is logged and changes nothing (see :func:`wait_for_stop_signal`).
+SIGHUP re-reads the CA, certificate and key files (relay.certwatch): a good set is used
+from the next connection, a bad one is refused and the old one kept.
+
+Under systemd (``Type=notify``) it says READY=1 once the sockets are bound and the spool is
+open, STOPPING=1 when the drain starts, the stats line as STATUS=, and pings the watchdog from
+the event loop itself, so that a loop that hangs stops the pings and systemd restarts it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -23,6 +29,7 @@ import trio
 
 from relay.allow import AllowList
 from relay.certs import client_context
+from relay.certwatch import ClientTls, register_expiry_metric
 from relay.config import Config
 from relay.errors import ConfigError
 from relay.flows.config import TemplatesConfig, TemplateScopeMode
@@ -36,6 +43,15 @@ from relay.receiver import UdpReceiver, open_udp_socket
 from relay.render import Renderer
 from relay.sequence import SequenceTracker
 from relay.spool import FsyncPolicy, Spool, SpoolStats
+from relay.systemd import (
+    READY,
+    STOPPING,
+    TEST_HANG_ENV,
+    Notifier,
+    hang_on_sigusr1,
+    ping_watchdog,
+    status,
+)
 from relay.template_state import TemplateState
 
 log = logging.getLogger(__name__)
@@ -122,8 +138,10 @@ async def run_relay(
     config: Config,
     *,
     handle_signals: bool = True,
+    notifier: Notifier | None = None,
     task_status: trio.TaskStatus[RelayHandle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """``notifier``: where READY=1 and the rest go (default: ``$NOTIFY_SOCKET``, if any)."""
     fconfig = check_startup(config)
     sockets: list[socket.socket] = []
     try:
@@ -147,6 +165,8 @@ async def run_relay(
         for sock in sockets:
             sock.close()
         raise
+    own_notifier = notifier is None
+    notify = Notifier.from_environ() if notifier is None else notifier
     try:
         await _serve(
             config,
@@ -154,10 +174,13 @@ async def run_relay(
             fconfig,
             sockets,
             handle_signals=handle_signals,
+            notify=notify,
             task_status=task_status,
         )
     finally:
         spool.close()
+        if own_notifier:
+            notify.close()
 
 
 async def _serve(
@@ -167,6 +190,7 @@ async def _serve(
     sockets: Sequence[socket.socket],
     *,
     handle_signals: bool,
+    notify: Notifier,
     task_status: trio.TaskStatus[RelayHandle],
 ) -> None:
     metrics = RelayMetrics()
@@ -191,6 +215,14 @@ async def _serve(
     _register_sequence_collector(metrics, ingest.sequences)
     _register_template_collector(metrics, decoder)
     stats = _Stats(metrics, spool, forwarder)
+    tls = None
+    if fconfig.ssl_context is not None:
+        tls = ClientTls(
+            load=partial(build_ssl_context, config),
+            use=forwarder.use_ssl_context,
+            cert=config.endpoints[0].cert,
+        )
+        register_expiry_metric(metrics.registry, tls)
 
     def health() -> tuple[bool, str]:
         f = forwarder.statistics()
@@ -202,7 +234,7 @@ async def _serve(
 
     async with trio.open_nursery() as nursery:
         if handle_signals:
-            await nursery.start(_stop_on_signal, stop)
+            await nursery.start(_stop_on_signal, stop, tls)
         await nursery.start(forwarder.run)
         metrics_port = None
         if (address := config.metrics.address) is not None:
@@ -215,7 +247,13 @@ async def _serve(
                     health=health,
                 )
             )
-        nursery.start_soon(_housekeeping, config, spool, ingest, templates, stats)
+        nursery.start_soon(
+            partial(_housekeeping, config, spool, ingest, templates, stats, notify=notify, tls=tls)
+        )
+        if notify.watchdog_period is not None:
+            nursery.start_soon(ping_watchdog, notify, notify.watchdog_period)
+        if os.environ.get(TEST_HANG_ENV) == "1":
+            nursery.start_soon(hang_on_sigusr1)
         async with trio.open_nursery() as pipeline:
             pipeline.start_soon(_spool_writer, recv, spool, metrics)
             for receiver in receivers:
@@ -234,6 +272,8 @@ async def _serve(
             task_status.started(
                 RelayHandle(listen=listen, metrics_port=metrics_port, stop=stop, metrics=metrics)
             )
+            notify.send(READY + status(stats.line()))
+        notify.send(STOPPING + status("draining: " + stats.line()))
         # Receivers stopped and every line they read is in the spool.
         ingest.flush()
         await templates.save()
@@ -251,17 +291,16 @@ async def _serve(
 
 async def wait_for_stop_signal(
     *,
-    on_hangup: Callable[[], None] | None = None,
+    on_hangup: Callable[[], object] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> signal.Signals:
     """The daemon's signal handling, for ``relay run`` and the worker supervisor alike.
 
-    Returns at SIGTERM or SIGINT: the caller drains. SIGHUP, the usual "reload", is logged and
-    the relay carries on: without a handler it would end the process at once (status 129,
-    the active segment unsealed), and systemd counts death by SIGHUP as a clean exit, so
-    ``Restart=on-failure`` would not bring it back. ``on_hangup`` runs on each SIGHUP (the
-    supervisor passes it on to its workers). ``task_status.started()`` comes once the handlers
-    are in place.
+    Returns at SIGTERM or SIGINT: the caller drains. SIGHUP, the usual "reload", runs
+    ``on_hangup`` (the certificates are re-read; the supervisor passes it on to its workers)
+    and the relay carries on: without a handler it would end the process at once (status 129,
+    the active segment unsealed). ``task_status.started()`` comes once the handlers are in
+    place.
     """
     with trio.open_signal_receiver(*STOP_SIGNALS, signal.SIGHUP) as signals:
         task_status.started()
@@ -269,8 +308,9 @@ async def wait_for_stop_signal(
             name = signal.Signals(signum).name
             if signum == signal.SIGHUP:
                 log.info(
-                    "SIGHUP received: nothing to reload yet, carrying on (certificate reload "
-                    "comes with the operations issue)",
+                    "SIGHUP received: reloading the certificates"
+                    if on_hangup is not None
+                    else "SIGHUP received: nothing to reload (no TLS), carrying on",
                     extra={"event": "sighup", "signal": name},
                 )
                 if on_hangup is not None:
@@ -293,9 +333,14 @@ def hangup_ignored() -> Iterator[None]:
 
 
 async def _stop_on_signal(
-    stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    stop: trio.Event,
+    tls: ClientTls | None,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    await wait_for_stop_signal(task_status=task_status)
+    await wait_for_stop_signal(
+        on_hangup=tls.reload if tls is not None else None, task_status=task_status
+    )
     stop.set()
 
 
@@ -355,11 +400,20 @@ class _Stats:
 
 
 async def _housekeeping(
-    config: Config, spool: Spool, ingest: Ingest, templates: TemplateState, stats: _Stats
+    config: Config,
+    spool: Spool,
+    ingest: Ingest,
+    templates: TemplateState,
+    stats: _Stats,
+    *,
+    notify: Notifier,
+    tls: ClientTls | None,
 ) -> None:
     interval = config.spool.fsync is FsyncPolicy.INTERVAL
     next_stats = trio.current_time() + config.log.stats_interval
     while True:
+        if tls is not None:
+            tls.tick()
         await trio.sleep(config.spool.fsync_interval if interval else 1.0)
         if interval:
             await trio.to_thread.run_sync(spool.sync)
@@ -368,6 +422,8 @@ async def _housekeeping(
         ingest.tick()
         if templates.due(time.time()):
             await templates.save()
+        if notify.enabled:
+            notify.send(status(stats.line()))
         if trio.current_time() >= next_stats:
             next_stats += config.log.stats_interval
             log.info(stats.line(), extra={"event": "stats"})

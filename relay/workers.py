@@ -7,6 +7,13 @@ own forwarder connection. The supervisor starts them, restarts one that crashes 
 backoff), stops all of them on SIGTERM (each drains its own spool), passes SIGHUP on to
 them (signals are handled as ``relay run`` handles them), exits 78 when a worker
 reports a configuration error, and serves one ``/metrics`` that sums the workers' samples.
+
+Under systemd only the supervisor talks to it (workers get no ``$NOTIFY_SOCKET``): READY=1
+once every worker is up, STATUS= with how many are, STOPPING=1 at SIGTERM, and WATCHDOG=1 from
+its own event loop. Workers prove that their loops turn by a heartbeat line on stdout every
+second; one silent for the watchdog's timeout (``$WATCHDOG_USEC``, or 30 s without systemd's
+watchdog) is killed and restarted like a crashed one, so a hung worker costs its own restart,
+not the whole relay's.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -30,10 +38,25 @@ from relay.errors import EX_CONFIG, EX_OK, ConfigError
 from relay.listen import MetricsConfig
 from relay.metrics import Family, render_families, serve_http
 from relay.service import wait_for_stop_signal
+from relay.systemd import (
+    READY,
+    STOPPING,
+    Notifier,
+    ping_watchdog,
+    status,
+    watchdog_timeout,
+    without_notify,
+)
 
 log = logging.getLogger(__name__)
 
 READY_PREFIX = b"relay-worker-ready metrics_port="
+HEARTBEAT = b"relay-worker-alive"
+HEARTBEAT_INTERVAL = 1.0
+# A worker whose heartbeat is this much overdue is hung (without systemd's watchdog).
+HANG_TIMEOUT = 30.0
+# Never less than this many heartbeats: one late line must not kill a healthy worker.
+MIN_HANG_HEARTBEATS = 5
 RESTART_DELAY = 1.0
 
 
@@ -44,6 +67,8 @@ class _Worker:
     metrics_port: int | None = None
     restarts: int = 0
     ready: trio.Event = field(default_factory=trio.Event)
+    # trio.current_time() of its last heartbeat (or ready line).
+    alive_at: float = 0.0
 
 
 def worker_argv(index: int) -> list[str]:
@@ -71,12 +96,54 @@ def worker_config(text: str, index: int) -> Config:
     return as_worker(load(document, environ={}), index)
 
 
+async def worker_heartbeat(stop: trio.Event) -> None:
+    """In a worker: the line that tells the supervisor its event loop still turns, until the
+    worker stops (the supervisor does not look for it while its workers drain)."""
+    while not stop.is_set():
+        sys.stdout.buffer.write(HEARTBEAT + b"\n")
+        sys.stdout.flush()
+        with trio.move_on_after(HEARTBEAT_INTERVAL):
+            await stop.wait()
+
+
 async def run_supervisor(config: Config) -> int:
     workers = [_Worker(index=i) for i in range(config.listen.workers)]
     document = worker_document(config)
     stopping = trio.Event()
     config_error = trio.Event()
+    notify = Notifier.from_environ()
+    hang_timeout = max(
+        watchdog_timeout(os.environ, os.getpid()) or HANG_TIMEOUT,
+        MIN_HANG_HEARTBEATS * HEARTBEAT_INTERVAL,
+    )
+    try:
+        return await _supervise(
+            config,
+            workers,
+            document=document,
+            stopping=stopping,
+            config_error=config_error,
+            notify=notify,
+            hang_timeout=hang_timeout,
+        )
+    finally:
+        notify.close()
+
+
+async def _supervise(
+    config: Config,
+    workers: Sequence[_Worker],
+    *,
+    document: bytes,
+    stopping: trio.Event,
+    config_error: trio.Event,
+    notify: Notifier,
+    hang_timeout: float,
+) -> int:
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(_watch_workers, workers, stopping, notify, hang_timeout)
+        if notify.watchdog_period is not None:
+            nursery.start_soon(ping_watchdog, notify, notify.watchdog_period)
         for worker in workers:
             nursery.start_soon(_keep_running, worker, document, stopping, config_error)
         if (address := config.metrics.address) is not None:
@@ -103,6 +170,7 @@ async def run_supervisor(config: Config) -> int:
             for fn in (on_signal, config_error.wait):
                 waiter.start_soon(_first_of, fn, waiter.cancel_scope)
         stopping.set()
+        notify.send(STOPPING + status("draining the workers"))
         for worker in workers:
             if worker.process is not None and worker.process.returncode is None:
                 worker.process.send_signal(signal.SIGTERM)
@@ -119,12 +187,46 @@ async def run_supervisor(config: Config) -> int:
 
 
 def _pass_hangup(workers: Sequence[_Worker]) -> None:
-    """SIGHUP to each worker that is up: each reloads what is its own (the operations issue's
-    certificates). A worker still starting has no handler yet, and would die of it."""
+    """SIGHUP to each worker that is up: each re-reads the certificate files itself (one worker
+    may refuse a set another took, if the files change between them; each says so). A
+    worker still starting has no handler yet, and would die of it."""
     for worker in workers:
         process = worker.process
         if worker.ready.is_set() and process is not None and process.returncode is None:
             process.send_signal(signal.SIGHUP)
+
+
+async def _watch_workers(
+    workers: Sequence[_Worker], stopping: trio.Event, notify: Notifier, hang_timeout: float
+) -> None:
+    """READY=1 once every worker is up, STATUS= with how many are, and a hung worker (no
+    heartbeat for ``hang_timeout``) killed: :func:`_keep_running` restarts it."""
+    said_ready = False
+    while True:
+        await trio.sleep(HEARTBEAT_INTERVAL)
+        now = trio.current_time()
+        for worker in workers:
+            process = worker.process
+            if (
+                not stopping.is_set()
+                and worker.ready.is_set()
+                and process is not None
+                and process.returncode is None
+                and now - worker.alive_at > hang_timeout
+            ):
+                log.error(
+                    f"worker {worker.index} has not answered for {now - worker.alive_at:.0f} s; "
+                    "killing it to restart it",
+                    extra={"event": "worker_hung", "worker": worker.index},
+                )
+                process.kill()
+        up = sum(1 for w in workers if w.ready.is_set() and w.process is not None)
+        text = f"workers_up={up}/{len(workers)}"
+        if not said_ready and up == len(workers):
+            said_ready = True
+            notify.send(READY + status(text))
+        elif notify.enabled:
+            notify.send(status(text))
 
 
 async def _first_of(fn: Callable[[], Awaitable[object]], scope: trio.CancelScope) -> None:
@@ -139,7 +241,10 @@ async def _keep_running(
         worker.ready = trio.Event()
         async with trio.open_nursery() as nursery:
             process = await trio.lowlevel.open_process(
-                worker_argv(worker.index), stdout=subprocess.PIPE, stdin=subprocess.PIPE
+                worker_argv(worker.index),
+                stdout=subprocess.PIPE,
+                stdin=subprocess.PIPE,
+                env=without_notify(os.environ),
             )
             worker.process = process
             await _send_document(process, document)
@@ -179,8 +284,11 @@ async def _read_ready(worker: _Worker, process: trio.Process) -> None:
         buffer += chunk
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
-            if line.startswith(READY_PREFIX):
+            if line == HEARTBEAT:
+                worker.alive_at = trio.current_time()
+            elif line.startswith(READY_PREFIX):
                 worker.metrics_port = int(line[len(READY_PREFIX) :])
+                worker.alive_at = trio.current_time()
                 worker.ready.set()
 
 
@@ -243,7 +351,12 @@ def _aggregate(texts: Sequence[str]) -> str:
                     (k, v.strip('"'))
                     for k, _, v in (p.partition("=") for p in labels.rstrip("}").split(",") if p)
                 )
-                fam.inc(float(value), parsed)
+                if name.endswith("_timestamp_seconds") and parsed in fam.values:
+                    # A moment, not a count: the earliest is what needs attention (a
+                    # worker that refused a reload still holds the older certificate).
+                    fam.set(min(fam.get(parsed), float(value)), parsed)
+                else:
+                    fam.inc(float(value), parsed)
     return render_families(families.values())
 
 

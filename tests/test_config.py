@@ -59,7 +59,7 @@ def test_defaults_when_the_file_is_empty() -> None:
     assert config.listen.receive_buffer == 32 << 20
     assert config.tls.tls is True
     assert config.tls.verify is True
-    assert config.log.format == "json"
+    assert config.log.format == "auto"
     assert config.endpoints == ()
 
 

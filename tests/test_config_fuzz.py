@@ -407,7 +407,7 @@ def assert_usable(config: Config) -> None:
         assert number >= 0
     assert isinstance(config.tls.tls, bool)
     assert isinstance(config.tls.verify, bool)
-    assert config.log.format in ("json", "text")
+    assert config.log.format in ("auto", "json", "text")
     assert config.log.level in ("debug", "info", "warning", "error")
     assert config.metrics.address is None or isinstance(config.metrics.address, HostPort)
     t = config.templates

@@ -12,7 +12,7 @@ import logging
 import random
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 import trio
@@ -117,6 +117,7 @@ class Forwarder:
         self._spool = spool
         self._config = config
         # Tests put fake links here.
+        self._custom_connect = connect is not None
         self._open = connect if connect is not None else tls_connector(config)
         self._rng = rng if rng is not None else random.Random()
         self._retry = RetryState()
@@ -163,6 +164,16 @@ class Forwarder:
         finally:
             with trio.CancelScope(shield=True):
                 await self._shutdown()
+
+    def use_ssl_context(self, context: ssl.SSLContext | None) -> None:
+        """From the next connection on, use ``context`` (certificates reloaded at SIGHUP).
+
+        The current connection is kept: dropping it would only resend what is in flight. A
+        change between TLS and plain TCP is not a reload and is refused by the caller.
+        """
+        self._config = replace(self._config, ssl_context=context)
+        if not self._custom_connect:
+            self._open = tls_connector(self._config)
 
     async def drain(self, *, timeout: float) -> bool:  # noqa: ASYNC109 - the service's API
         """Wait until everything in the spool now has been acknowledged; False on timeout.

@@ -165,6 +165,23 @@ def test_unit_sets(key: str, value: str) -> None:
     assert unit_settings().get(key) == [value]
 
 
+def test_unit_is_notify_with_a_watchdog_pinged_by_the_relay() -> None:
+    settings = unit_settings()
+    assert settings["Type"] == ["notify"]
+    assert settings["NotifyAccess"] == ["main"]
+    [watchdog] = settings["WatchdogSec"]
+    # Pinged every half of it: long enough that a busy loop is not mistaken for a hung one.
+    assert seconds(watchdog) >= 10
+    # The notify socket is AF_UNIX: the unit must allow it.
+    [families] = settings["RestrictAddressFamilies"]
+    assert "AF_UNIX" in families.split()
+
+
+def test_unit_reloads_with_sighup_to_the_main_process() -> None:
+    # The supervisor passes SIGHUP on to its workers; the relay's own handler reloads.
+    assert unit_settings()["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+
+
 def test_unit_restricts_sockets_and_syscalls() -> None:
     settings = unit_settings()
     [families] = settings["RestrictAddressFamilies"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from relay.certs import TlsFiles, server_context
+from relay.certs import TlsFiles, certificate_not_after, server_context
 from relay.testing.ports import free_port
 from relay.testing.prometheus import parse_metrics
 from relay.testing.sink import SyslogSink
@@ -127,6 +127,11 @@ async def test_two_workers_share_the_port_and_survive_a_worker_crash(
             text = _get(f"{metrics}/metrics")[1]
             assert _metric(text, "flowrelay_records_decoded_total") == expected
             assert _metric(text, "flowrelay_packets_received_total") == DATAGRAMS
+            # A moment, not a count: both workers' expiry is the certificate's, not twice it.
+            assert (
+                _metric(text, "flowrelay_tls_client_certificate_expiry_timestamp_seconds")
+                == certificate_not_after(tls_client.cert).timestamp()
+            )
 
             victim = _worker_pids(relay.pid)[0]
             os.kill(victim, signal.SIGKILL)
@@ -170,6 +175,11 @@ async def test_sighup_to_the_supervisor_is_logged_and_passed_on_and_every_worker
             relay.send_signal(signal.SIGHUP)
             # The supervisor's line and one from each worker it passed the signal to.
             await _wait_for(lambda: hangups() == 3, 10, "three sighup log lines")
+            await _wait_for(
+                lambda: log_path.read_text(errors="replace").count('"event": "tls_reloaded"') == 2,
+                10,
+                "each worker reloaded",
+            )
             await trio.sleep(0.5)
             assert relay.poll() is None
             assert sorted(_worker_pids(relay.pid)) == workers

@@ -292,9 +292,11 @@ def documents(draw: st.DrawFn) -> dict[str, Any]:
                 section[key] = draw(KNOWN[name][key] | ANY)
         elif kind == "endpoint":
             tables = doc.get("endpoint")
-            if isinstance(tables, list) and tables:
+            # An earlier step may have made the list hold odd values: change only tables.
+            dicts = [t for t in tables if isinstance(t, dict)] if isinstance(tables, list) else []
+            if dicts:
                 key = draw(st.sampled_from(sorted(ENDPOINT)))
-                draw(st.sampled_from(tables))[key] = draw(ENDPOINT[key] | ANY)
+                draw(st.sampled_from(dicts))[key] = draw(ENDPOINT[key] | ANY)
             else:
                 keys = st.sampled_from(sorted(ENDPOINT)) | st.text(max_size=6)
                 odd: st.SearchStrategy[Any] = st.lists(

@@ -327,6 +327,24 @@ async def test_get_metrics_serves_the_current_exposition() -> None:
     }
 
 
+async def test_an_openmetrics_accept_header_gets_openmetrics() -> None:
+    metrics = RelayMetrics()
+    metrics.packets_received.inc(3, (("version", "5"),))
+    accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+    async with trio.open_nursery() as nursery:
+        port = await start(nursery, metrics.registry, Health())
+        om = await http(
+            port, f"GET /metrics HTTP/1.1\r\nHost: x\r\nACCEPT: {accept}\r\n\r\n".encode()
+        )
+        text = await http(port, get("/metrics"))
+        nursery.cancel_scope.cancel()
+    assert om.headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
+    scrape = parse_metrics(om.body, openmetrics=True)
+    assert scrape.value("flowrelay_packets_received_total", version="5") == 3
+    assert text.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert not text.body.endswith("# EOF\n")
+
+
 async def test_healthz_is_200_when_healthy_and_503_when_not() -> None:
     health = Health()
     async with trio.open_nursery() as nursery:

@@ -236,11 +236,16 @@ def _scrape(port: int) -> str:
         return ""
 
 
+MAXIMA = frozenset({"flowrelay_spool_oldest_pending_seconds"})
+"""Gauges whose total over the workers is their maximum (the oldest line of all spools)."""
+
+
 def sum_expositions(texts: Sequence[str]) -> list[Metric]:
     """The families of the text expositions ``texts``, each series summed over them.
 
     Counters and gauges only (all the relay has); a worker's ``process_*`` families are
-    left out, and so is an exposition that does not parse (a worker cut off mid-answer).
+    left out, and so is an exposition that does not parse (a worker cut off mid-answer). An
+    age is not a sum: for the families in :data:`MAXIMA` the largest value is taken.
     """
     families: dict[str, Metric] = {}
     sums: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
@@ -259,7 +264,12 @@ def sum_expositions(texts: Sequence[str]) -> list[Metric]:
             series = sums[family.name]
             for sample in family.samples:
                 key = (sample.name, tuple(sample.labels.items()))
-                series[key] = series.get(key, 0.0) + sample.value
+                if key not in series:
+                    series[key] = sample.value
+                elif family.name in MAXIMA:
+                    series[key] = max(series[key], sample.value)
+                else:
+                    series[key] += sample.value
     for name, metric in families.items():
         for (sample_name, labels), value in sorted(sums[name].items()):
             metric.add_sample(sample_name, dict(labels), value)

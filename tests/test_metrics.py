@@ -219,11 +219,12 @@ def test_unlabelled_families_show_zero_before_anything_happens() -> None:
 # ---- the workers supervisor's sum -----------------------------------------------------------
 
 
-def worker_text(received: int, pending: int, reason: str) -> str:
+def worker_text(received: int, pending: int, reason: str, oldest: float = 0) -> str:
     metrics = RelayMetrics()
     metrics.packets_received.inc(received, (("version", "5"),))
     metrics.lines_dropped.set(1, (("reason", reason),))
     metrics.spool_pending_lines.set(pending)
+    metrics.spool_oldest_pending_seconds.set(oldest)
     return metrics.registry.render()
 
 
@@ -241,6 +242,13 @@ def test_the_supervisor_sums_each_series_over_its_workers() -> None:
     assert scrape.by_label("flowrelay_lines_dropped_total", "reason") == {"oldest": 1, "newest": 1}
     assert scrape.types["flowrelay_packets_received_total"] == "counter"
     assert scrape.helps["flowrelay_spool_pending_lines"] == "Lines in the spool not yet taken"
+
+
+def test_the_supervisors_oldest_pending_line_is_the_oldest_of_all_workers() -> None:
+    texts = [worker_text(1, 1, "a", 30.5), worker_text(1, 1, "a", 400), worker_text(1, 0, "a")]
+    scrape = parse_metrics(summed(texts))
+    assert scrape.value("flowrelay_spool_oldest_pending_seconds") == 400
+    assert scrape.value("flowrelay_spool_pending_lines") == 2
 
 
 def test_the_supervisor_leaves_out_the_workers_process_metrics_and_a_broken_scrape() -> None:

@@ -1,36 +1,52 @@
-"""Prometheus text exposition (format 0.0.4) of the relay's counters, and its HTTP endpoint.
+"""The relay's metrics, exposed with prometheus_client, and its HTTP endpoint.
 
-Counters the hot path bumps live here as plain dict entries; values other components own
-(spool, forwarder, kernel drops) are read from their ``statistics()`` at scrape time through
-collector callbacks, so there is one source of truth for each number.
+Counters the hot path bumps live here as plain dict entries (:class:`Family`): a
+prometheus_client ``Counter`` takes a lock per ``inc`` and ``labels()`` another for the
+label lookup, 0.7 to 2.2 µs a call against 0.17 µs for the dict (bench/metrics_inc.py), and
+the ingest path bumps three per datagram. The families reach prometheus_client at scrape
+time through one custom collector (:class:`Registry`), as do the values other components own
+(spool, forwarder, kernel drops, sequence tracking), read from their ``statistics()`` by
+callbacks, so there is one source of truth for each number. prometheus_client does the rest:
+the text format 0.0.4 and OpenMetrics by the scraper's Accept header, escaping, number
+formatting, and the standard ``process_*`` metrics (ProcessCollector).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import trio
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from relay.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 Labels = tuple[tuple[str, str], ...]
-# Text format 0.0.4 escapes backslash, double quote (label values only) and line feed.
-BACKSLASH, QUOTE, NL = "\\", '"', "\n"
-ESCAPED_QUOTE, ESCAPED_NL = '\\"', "\\n"
-Sample = tuple[str, Labels, float]
+KINDS = ("counter", "gauge")
 
 
 @dataclass(slots=True)
 class Family:
+    """One family's samples by label tuple. A counter's name ends in ``_total`` (the name its
+    samples carry; OpenMetrics calls the family by the name without it)."""
+
     name: str
     kind: str  # "counter" | "gauge"
     help: str
     values: dict[Labels, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"{self.name}: kind {self.kind!r} is not one of {KINDS}")
+        if (self.kind == "counter") != self.name.endswith("_total"):
+            raise ValueError(f"{self.name}: counters, and only counters, end in _total")
 
     def inc(self, amount: float = 1, labels: Labels = ()) -> None:
         self.values[labels] = self.values.get(labels, 0) + amount
@@ -41,13 +57,52 @@ class Family:
     def get(self, labels: Labels = ()) -> float:
         return self.values.get(labels, 0)
 
+    def metric(self) -> Metric:
+        """The family as prometheus_client's exposition takes it, series sorted by labels."""
+        base = self.name.removesuffix("_total") if self.kind == "counter" else self.name
+        metric = Metric(base, self.help, self.kind)
+        for labels, value in sorted(self.values.items()):
+            metric.add_sample(self.name, dict(labels), value)
+        return metric
 
-class Registry:
+
+class Exposition(Protocol):
+    def exposition(self, accept: str) -> tuple[bytes, str]:
+        """The body and its Content-Type for a scraper that sent ``accept``."""
+        ...
+
+
+def expose(registry: CollectorRegistry, accept: str) -> tuple[bytes, str]:
+    """Text 0.0.4 unless the Accept header asks for OpenMetrics (prometheus_client decides)."""
+    encode, content_type = choose_encoder(accept)
+    return encode(registry), content_type
+
+
+def client_registry(*collectors: Collector) -> CollectorRegistry:
+    """A prometheus_client registry of ``collectors`` and this process's ProcessCollector.
+
+    Not the library's global REGISTRY: each relay (and each test) has its own, and the
+    collectors describe nothing up front (their families come from owners at scrape time).
+    """
+    registry = CollectorRegistry(auto_describe=False)
+    for collector in collectors:
+        registry.register(collector)
+    ProcessCollector(registry=registry)
+    return registry
+
+
+class Registry(Collector):
+    """The relay's families, refreshed by collector callbacks and exposed with
+    prometheus_client (beside the process metrics)."""
+
     def __init__(self) -> None:
         self._families: dict[str, Family] = {}
         self._collectors: list[Callable[[], None]] = []
+        self._client = client_registry(self)
 
     def family(self, name: str, kind: str, help_text: str, *, labelled: bool = False) -> Family:
+        if name in self._families:
+            raise ValueError(f"family {name} registered twice")
         fam = Family(name=name, kind=kind, help=help_text)
         if not labelled:
             # Exported as 0 from the start: an absent series reads as "metric missing".
@@ -64,38 +119,17 @@ class Registry:
             collect()
         return self._families.values()
 
+    def collect(self) -> Iterator[Metric]:
+        """prometheus_client's collector protocol: called once per scrape."""
+        for fam in self.families():
+            yield fam.metric()
+
+    def exposition(self, accept: str) -> tuple[bytes, str]:
+        return expose(self._client, accept)
+
     def render(self) -> str:
-        return render_families(self.families())
-
-
-def render_families(families: Iterable[Family]) -> str:
-    out = []
-    for fam in families:
-        help_text = fam.help.replace("\\", "\\\\").replace("\n", "\\n")
-        out.append(f"# HELP {fam.name} {help_text}")
-        out.append(f"# TYPE {fam.name} {fam.kind}")
-        for labels, value in sorted(fam.values.items()):
-            out.append(f"{fam.name}{_labels(labels)} {_number(value)}")
-    return "\n".join(out) + "\n"
-
-
-def _labels(labels: Labels) -> str:
-    if not labels:
-        return ""
-    inner = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels)
-    return "{" + inner + "}"
-
-
-def _escape_label(value: str) -> str:
-    return (
-        value.replace(BACKSLASH, BACKSLASH * 2)
-        .replace(QUOTE, ESCAPED_QUOTE)
-        .replace(NL, ESCAPED_NL)
-    )
-
-
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+        """The text format 0.0.4 (what a scraper without an Accept header gets)."""
+        return generate_latest(self._client).decode()
 
 
 class RelayMetrics:
@@ -198,6 +232,19 @@ class RelayMetrics:
         self.spool_pending_lines = r.family(
             "flowrelay_spool_pending_lines", "gauge", "Lines in the spool not yet taken"
         )
+        self.spool_max_bytes = r.family(
+            "flowrelay_spool_max_bytes",
+            "gauge",
+            "The spool's cap on its bytes on disk (spool.max_bytes)",
+        )
+        self.spool_oldest_pending_seconds = r.family(
+            "flowrelay_spool_oldest_pending_seconds",
+            "gauge",
+            "Age of the oldest spooled line not yet acknowledged, 0 when none is pending. "
+            "Lines are dated when appended, to within a second; lines found on disk at start "
+            "are dated by their segment file's last modification, so their age is a lower "
+            "bound",
+        )
         self.spool_corrupt_frames = r.family(
             "flowrelay_spool_corrupt_frames_total",
             "counter",
@@ -229,10 +276,6 @@ class RelayMetrics:
         )
 
 
-class Exposition(Protocol):
-    def render(self) -> str: ...
-
-
 async def serve_http(
     registry: Exposition,
     host: str,
@@ -257,8 +300,8 @@ async def serve_http(
                 if parts[0] != b"GET":
                     await _respond(stream, 405, "text/plain", "method not allowed\n")
                 elif path == b"/metrics":
-                    body = registry.render()
-                    await _respond(stream, 200, "text/plain; version=0.0.4; charset=utf-8", body)
+                    body, content_type = registry.exposition(_header(request, b"accept"))
+                    await _respond(stream, 200, content_type, body)
                 elif path == b"/healthz":
                     ok, text = health()
                     await _respond(stream, 200 if ok else 503, "text/plain", text + "\n")
@@ -287,9 +330,18 @@ async def serve_http(
         await trio.serve_listeners(handle, listeners, handler_nursery=nursery)
 
 
-async def _respond(stream: trio.SocketStream, status: int, ctype: str, body: str) -> None:
+def _header(request: bytes, name: bytes) -> str:
+    """The value of header ``name`` (lower case) in the request head, "" if absent."""
+    for line in request.split(b"\n")[1:]:
+        key, sep, value = line.partition(b":")
+        if sep and key.strip().lower() == name:
+            return value.strip().decode("latin-1")
+    return ""
+
+
+async def _respond(stream: trio.SocketStream, status: int, ctype: str, body: str | bytes) -> None:
     reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Unavailable"}[status]
-    data = body.encode()
+    data = body.encode() if isinstance(body, str) else body
     head = (
         f"HTTP/1.0 {status} {reason}\r\nContent-Type: {ctype}\r\n"
         f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"

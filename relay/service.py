@@ -436,6 +436,8 @@ def _register_collectors(
         s = spool.statistics()
         metrics.spool_bytes.set(s.disk_bytes)
         metrics.spool_pending_lines.set(s.pending_lines)
+        metrics.spool_max_bytes.set(s.max_bytes)
+        metrics.spool_oldest_pending_seconds.set(s.oldest_pending_age(time.time()))
         metrics.spool_corrupt_frames.set(s.corrupt_frames)
         metrics.spool_segments_deleted_on_open.set(s.segments_deleted_on_open)
         for reason, value in dropped_lines(s):

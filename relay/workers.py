@@ -31,12 +31,16 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 
 import trio
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
 from relay.addresses import HostPort
 from relay.config import Config, load, to_document
 from relay.errors import EX_CONFIG, EX_OK, ConfigError
 from relay.listen import MetricsConfig
-from relay.metrics import Family, render_families, serve_http
+from relay.metrics import client_registry, expose, serve_http
 from relay.service import wait_for_stop_signal
 from relay.systemd import (
     READY,
@@ -147,12 +151,12 @@ async def _supervise(
         for worker in workers:
             nursery.start_soon(_keep_running, worker, document, stopping, config_error)
         if (address := config.metrics.address) is not None:
-            aggregate = _Aggregate(workers)
-            nursery.start_soon(aggregate.refresh_forever)
+            total = MetricsSum()
+            nursery.start_soon(_refresh_forever, workers, total)
             await nursery.start(
                 partial(
                     serve_http,
-                    aggregate,
+                    total,
                     address.host,
                     address.port,
                     health=lambda: _health(workers, stopping),
@@ -298,26 +302,39 @@ def _health(workers: Sequence[_Worker], stopping: trio.Event) -> tuple[bool, str
     return ok, f"{'ok' if ok else 'degraded'} workers_up={up}/{len(workers)}"
 
 
-class _Aggregate:
-    """The sum of every worker's samples, refreshed in the background once a second so a
-    scrape of the supervisor never waits on a worker."""
+class MetricsSum(Collector):
+    """The sum of every worker's samples (:meth:`update`), exposed with the supervisor's own
+    process metrics (a worker's ``process_*`` are its own, and are not summed)."""
 
-    def __init__(self, workers: Sequence[_Worker]) -> None:
-        self._workers = workers
-        self._text = ""
+    def __init__(self) -> None:
+        self._families: list[Metric] = []
+        self._client = client_registry(self)
+
+    def update(self, texts: Sequence[str]) -> None:
+        """Replace the sum with that of the workers' expositions ``texts``."""
+        self._families = sum_expositions(texts)
+
+    def collect(self) -> list[Metric]:
+        return self._families
+
+    def exposition(self, accept: str) -> tuple[bytes, str]:
+        return expose(self._client, accept)
 
     def render(self) -> str:
-        return self._text
+        return generate_latest(self._client).decode()
 
-    async def refresh_forever(self) -> None:
-        while True:
-            texts = [
+
+async def _refresh_forever(workers: Sequence[_Worker], total: MetricsSum) -> None:
+    """Scrape the workers once a second, so a scrape of the supervisor never waits on one."""
+    while True:
+        total.update(
+            [
                 await trio.to_thread.run_sync(_scrape, w.metrics_port)
-                for w in self._workers
+                for w in workers
                 if w.metrics_port is not None
             ]
-            self._text = _aggregate(texts)
-            await trio.sleep(1.0)
+        )
+        await trio.sleep(1.0)
 
 
 def _scrape(port: int) -> str:
@@ -328,36 +345,48 @@ def _scrape(port: int) -> str:
         return ""
 
 
-def _aggregate(texts: Sequence[str]) -> str:
-    families: dict[str, Family] = {}
+MAXIMA = frozenset({"flowrelay_spool_oldest_pending_seconds"})
+"""Gauges whose total over the workers is their maximum (the oldest line of all spools)."""
+
+
+def sum_expositions(texts: Sequence[str]) -> list[Metric]:
+    """The families of the text expositions ``texts``, each series summed over them.
+
+    Counters and gauges only (all the relay has); a worker's ``process_*`` families are
+    left out, and so is an exposition that does not parse (a worker cut off mid-answer). An
+    age is not a sum: for the families in :data:`MAXIMA` the largest value is taken.
+    """
+    families: dict[str, Metric] = {}
+    sums: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
     for text in texts:
-        kinds: dict[str, tuple[str, str]] = {}
-        helps: dict[str, str] = {}
-        for line in text.splitlines():
-            if line.startswith("# HELP "):
-                name, _, help_text = line[7:].partition(" ")
-                helps[name] = help_text
-            elif line.startswith("# TYPE "):
-                name, _, kind = line[7:].partition(" ")
-                kinds[name] = (kind, helps.get(name, ""))
-            elif line and not line.startswith("#"):
-                series, _, value = line.rpartition(" ")
-                name, _, labels = series.partition("{")
-                fam = families.get(name)
-                if fam is None:
-                    kind, help_text = kinds.get(name, ("untyped", ""))
-                    fam = families[name] = Family(name=name, kind=kind, help=help_text)
-                parsed = tuple(
-                    (k, v.strip('"'))
-                    for k, _, v in (p.partition("=") for p in labels.rstrip("}").split(",") if p)
-                )
-                if name.endswith("_timestamp_seconds") and parsed in fam.values:
-                    # A moment, not a count: the earliest is what needs attention (a
-                    # worker that refused a reload still holds the older certificate).
-                    fam.set(min(fam.get(parsed), float(value)), parsed)
+        try:
+            parsed = list(text_string_to_metric_families(text))
+        except ValueError:
+            log.warning("a worker's /metrics did not parse", extra={"event": "worker_scrape"})
+            continue
+        for family in parsed:
+            if family.name.startswith("process_") or family.type not in ("counter", "gauge"):
+                continue
+            if family.name not in families:
+                families[family.name] = Metric(family.name, family.documentation, family.type)
+                sums[family.name] = {}
+            series = sums[family.name]
+            for sample in family.samples:
+                key = (sample.name, tuple(sample.labels.items()))
+                if key not in series:
+                    series[key] = sample.value
+                elif family.name in MAXIMA:
+                    series[key] = max(series[key], sample.value)
+                elif family.name.endswith("_timestamp_seconds"):
+                    # A moment, not a count: the earliest is what needs attention (a worker
+                    # that refused a reload still holds the older certificate).
+                    series[key] = min(series[key], sample.value)
                 else:
-                    fam.inc(float(value), parsed)
-    return render_families(families.values())
+                    series[key] += sample.value
+    for name, metric in families.items():
+        for (sample_name, labels), value in sorted(sums[name].items()):
+            metric.add_sample(sample_name, dict(labels), value)
+    return list(families.values())
 
 
 def as_worker(config: Config, index: int) -> Config:

@@ -1,29 +1,35 @@
-"""Prometheus text exposition (format 0.0.4) and the /metrics + /healthz endpoint.
+"""The relay's metrics through prometheus_client, and the /metrics + /healthz endpoint.
 
 The exposition is checked with the suite's one strict reader (relay.testing.prometheus),
-written from the format's description (HELP/TYPE lines, then ``name{label="value",...}
+written from the formats' description (HELP/TYPE lines, then ``name{label="value",...}
 number``; label values escape backslash, double quote and newline; HELP text escapes
-backslash and newline), and the endpoint with real HTTP requests over loopback.
+backslash and newline; OpenMetrics ends with ``# EOF``), and the endpoint with real HTTP
+requests over loopback. tests/system/test_promtool.py has Prometheus' own checker read a
+running relay's.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pytest
 import trio
 import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
 
 from relay.errors import ConfigError
-from relay.metrics import Family, Registry, RelayMetrics, render_families, serve_http
-from relay.testing.prometheus import parse_families
+from relay.metrics import Family, Registry, RelayMetrics, serve_http
+from relay.testing.prometheus import parse_families, parse_metrics
+from relay.workers import MetricsSum, sum_expositions
 
-# ---- rendering ------------------------------------------------------------------------------
+# ---- families and their exposition ----------------------------------------------------------
 
 
 def test_counter_and_gauge_render_with_help_and_type() -> None:
     registry = Registry()
-    received = registry.family("demo_packets_total", "counter", "Packets received")
+    received = registry.family("demo_packets_total", "counter", "Packets received", labelled=True)
     pending = registry.family("demo_pending", "gauge", "Lines waiting")
     received.inc(3, (("version", "5"),))
     received.inc(1, (("version", "5"),))
@@ -34,24 +40,22 @@ def test_counter_and_gauge_render_with_help_and_type() -> None:
         "# HELP demo_packets_total Packets received",
         "# TYPE demo_packets_total counter",
     ]
-    assert 'demo_packets_total{version="5"} 4\n' in text
-    assert 'demo_packets_total{version="other"} 2\n' in text
-    assert "demo_pending 7\n" in text
     parsed = parse_families(text)
     assert parsed["demo_packets_total"].kind == "counter"
+    assert parsed["demo_packets_total"].samples == {
+        (("version", "5"),): 4,
+        (("version", "other"),): 2,
+    }
     assert parsed["demo_pending"].kind == "gauge"
     assert parsed["demo_pending"].help == "Lines waiting"
+    assert parsed["demo_pending"].samples == {(): 7}
 
 
-def test_numbers_render_as_prometheus_reads_them() -> None:
-    fam = Family(name="x", kind="gauge", help="h")
-    fam.set(3.0, (("k", "int"),))
-    fam.set(0.25, (("k", "fraction"),))
-    fam.set(2**53, (("k", "big"),))
-    text = render_families([fam])
-    assert 'x{k="int"} 3\n' in text
-    assert 'x{k="fraction"} 0.25\n' in text
-    assert parse_families(text)["x"].samples[(("k", "big"),)] == 2**53
+@pytest.mark.parametrize("value", [0, 3, 0.25, 2**53, 10**18, 1e-9])
+def test_numbers_read_back_exactly(value: float) -> None:
+    registry = Registry()
+    registry.family("x", "gauge", "h").set(value)
+    assert parse_families(registry.render())["x"].samples == {(): value}
 
 
 def test_family_get_inc_set() -> None:
@@ -65,36 +69,48 @@ def test_family_get_inc_set() -> None:
     assert fam.get((("a", "c"),)) == 0
 
 
-def test_several_labels_render_in_the_given_order() -> None:
-    fam = Family(name="m_total", kind="counter", help="h")
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [("lines", "counter"), ("lines_total", "gauge"), ("lines_total", "histogram")],
+)
+def test_a_family_named_against_its_kind_is_refused(name: str, kind: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        Family(name=name, kind=kind, help="h")
+
+
+def test_a_family_registered_twice_is_refused() -> None:
+    registry = Registry()
+    registry.family("twice_total", "counter", "h")
+    with pytest.raises(ValueError, match="twice"):
+        registry.family("twice_total", "counter", "h")
+
+
+def test_several_labels_make_one_series() -> None:
+    registry = Registry()
+    fam = registry.family("m_total", "counter", "h", labelled=True)
     fam.inc(1, (("reason", "empty"), ("exporter", "10.0.0.1")))
-    text = render_families([fam])
-    assert 'm_total{reason="empty",exporter="10.0.0.1"} 1\n' in text
+    fam.inc(2, (("reason", "empty"), ("exporter", "10.0.0.2")))
+    scrape = parse_metrics(registry.render())
+    assert scrape.value("m_total", reason="empty", exporter="10.0.0.1") == 1
+    assert scrape.value("m_total", reason="empty", exporter="10.0.0.2") == 2
 
 
-def test_label_values_escape_backslash_and_quote() -> None:
-    fam = Family(name="m_total", kind="counter", help="h")
-    odd = 'say "hi" \\ bye'
-    fam.inc(1, (("reason", odd),))
-    text = render_families([fam])
-    assert r'm_total{reason="say \"hi\" \\ bye"} 1' in text
-    assert parse_families(text)["m_total"].samples == {(("reason", odd),): 1}
-
-
-def test_label_values_escape_newline() -> None:
-    # Format 0.0.4: a line feed in a label value is written as \n; a raw one would cut the
-    # sample line in two and the whole scrape would be rejected.
-    fam = Family(name="m_total", kind="counter", help="h")
-    fam.inc(1, (("reason", "two\nlines"),))
-    text = render_families([fam])
-    assert 'm_total{reason="two\\nlines"} 1\n' in text
-    assert parse_families(text)["m_total"].samples == {(("reason", "two\nlines"),): 1}
+@given(st.text(st.characters(codec="utf-8"), max_size=30))
+def test_any_label_value_reads_back_as_it_was(value: str) -> None:
+    # Backslash, double quote and line feed are escaped (a raw line feed would cut the
+    # sample line in two and the whole scrape would be rejected).
+    registry = Registry()
+    registry.family("m_total", "counter", "h", labelled=True).inc(1, (("reason", value),))
+    text = registry.render()
+    assert parse_families(text)["m_total"].samples == {(("reason", value),): 1}
+    om = registry.exposition("application/openmetrics-text")[0].decode()
+    assert parse_families(om, openmetrics=True)["m_total"].samples == {(("reason", value),): 1}
 
 
 def test_help_text_escapes_backslash_and_newline() -> None:
-    fam = Family(name="h_total", kind="counter", help="a \\ b\nc")
-    fam.inc()
-    text = render_families([fam])
+    registry = Registry()
+    registry.family("h_total", "counter", "a \\ b\nc")
+    text = registry.render()
     assert "# HELP h_total a \\\\ b\\nc\n" in text
     assert parse_families(text)["h_total"].help == "a \\ b\nc"
 
@@ -104,9 +120,9 @@ def test_collectors_run_before_each_render() -> None:
     gauge = registry.family("owned_elsewhere", "gauge", "read at scrape time")
     source = {"value": 1}
     registry.add_collector(lambda: gauge.set(source["value"]))
-    assert "owned_elsewhere 1\n" in registry.render()
+    assert parse_metrics(registry.render()).value("owned_elsewhere") == 1
     source["value"] = 42
-    assert "owned_elsewhere 42\n" in registry.render()
+    assert parse_metrics(registry.render()).value("owned_elsewhere") == 42
 
 
 SPEC_FAMILIES = {
@@ -123,19 +139,66 @@ SPEC_FAMILIES = {
     "flowrelay_forward_reconnects_total": "counter",
     "flowrelay_lines_dropped_total": "counter",
     "flowrelay_endpoint_connected": "gauge",
+    # Issue 12: how far behind, and the cap the "spool nearly full" alert divides by.
+    "flowrelay_spool_oldest_pending_seconds": "gauge",
+    "flowrelay_spool_max_bytes": "gauge",
+}
+
+# The names the relay exported before prometheus_client: they are a contract too.
+EXPORTED_BEFORE = {
+    *SPEC_FAMILIES,
+    "flowrelay_packets_warning_total",
+    "flowrelay_sequence_streams",
+    "flowrelay_sequence_streams_evicted_total",
+    "flowrelay_spool_corrupt_frames_total",
+    "flowrelay_spool_segments_deleted_on_open_total",
+    "flowrelay_lines_resent_total",
+}
+
+PROCESS_FAMILIES = {
+    "process_resident_memory_bytes": "gauge",
+    "process_cpu_seconds_total": "counter",
+    "process_open_fds": "gauge",
+    "process_start_time_seconds": "gauge",
 }
 
 
 def test_relay_metrics_have_the_contract_names_and_types() -> None:
     parsed = parse_families(RelayMetrics().registry.render())
-    for name, kind in SPEC_FAMILIES.items():
+    for name, kind in (SPEC_FAMILIES | PROCESS_FAMILIES).items():
         assert name in parsed, f"{name} missing from /metrics"
         assert parsed[name].kind == kind, name
         assert parsed[name].help, f"{name} has no HELP text"
+    assert set(parsed) >= EXPORTED_BEFORE
     for name, fam in parsed.items():
-        assert name.startswith("flowrelay_"), name
+        assert name.startswith(("flowrelay_", "process_")), name
         # Counters end in _total; nothing else does.
         assert (fam.kind == "counter") == name.endswith("_total"), name
+
+
+def test_process_metrics_describe_this_process() -> None:
+    scrape = parse_metrics(RelayMetrics().registry.render())
+    assert scrape.value("process_resident_memory_bytes") > 1 << 20
+    assert scrape.value("process_open_fds") >= 3
+    assert scrape.value("process_cpu_seconds_total") > 0
+    assert scrape.value("process_start_time_seconds") > 1e9
+
+
+def test_openmetrics_has_the_same_series_as_the_text_format() -> None:
+    metrics = RelayMetrics()
+    metrics.packets_received.inc(3, (("version", "5"),))
+    metrics.lines_dropped.set(2, (("reason", "oldest"),))
+    body, content_type = metrics.registry.exposition("application/openmetrics-text; version=1.0.0")
+    assert content_type.startswith("application/openmetrics-text; version=1.0.0")
+    assert body.endswith(b"# EOF\n")
+    om = parse_metrics(body.decode(), openmetrics=True)
+    text = parse_metrics(metrics.registry.render())
+    assert om.types == text.types
+    volatile = {"process_cpu_seconds_total", "process_resident_memory_bytes",
+                "process_virtual_memory_bytes", "process_open_fds"}  # fmt: skip
+    assert {k: v for k, v in om.samples.items() if k[0] not in volatile} == {
+        k: v for k, v in text.samples.items() if k[0] not in volatile
+    }
 
 
 def test_unlabelled_families_show_zero_before_anything_happens() -> None:
@@ -148,8 +211,54 @@ def test_unlabelled_families_show_zero_before_anything_happens() -> None:
         "flowrelay_packets_denied_total",
         "flowrelay_flows_lost_total",
         "flowrelay_lines_spooled_total",
+        "flowrelay_spool_oldest_pending_seconds",
     ):
         assert parsed[name].samples == {(): 0}, f"{name} has no sample line"
+
+
+# ---- the workers supervisor's sum -----------------------------------------------------------
+
+
+def worker_text(received: int, pending: int, reason: str, oldest: float = 0) -> str:
+    metrics = RelayMetrics()
+    metrics.packets_received.inc(received, (("version", "5"),))
+    metrics.lines_dropped.set(1, (("reason", reason),))
+    metrics.spool_pending_lines.set(pending)
+    metrics.spool_oldest_pending_seconds.set(oldest)
+    return metrics.registry.render()
+
+
+def summed(texts: list[str]) -> str:
+    total = MetricsSum()
+    total.update(texts)
+    return total.render()
+
+
+def test_the_supervisor_sums_each_series_over_its_workers() -> None:
+    texts = [worker_text(3, 10, "oldest"), worker_text(4, 5, "newest")]
+    scrape = parse_metrics(summed(texts))
+    assert scrape.value("flowrelay_packets_received_total", version="5") == 7
+    assert scrape.value("flowrelay_spool_pending_lines") == 15
+    assert scrape.by_label("flowrelay_lines_dropped_total", "reason") == {"oldest": 1, "newest": 1}
+    assert scrape.types["flowrelay_packets_received_total"] == "counter"
+    assert scrape.helps["flowrelay_spool_pending_lines"] == "Lines in the spool not yet taken"
+
+
+def test_the_supervisors_oldest_pending_line_is_the_oldest_of_all_workers() -> None:
+    texts = [worker_text(1, 1, "a", 30.5), worker_text(1, 1, "a", 400), worker_text(1, 0, "a")]
+    scrape = parse_metrics(summed(texts))
+    assert scrape.value("flowrelay_spool_oldest_pending_seconds") == 400
+    assert scrape.value("flowrelay_spool_pending_lines") == 2
+
+
+def test_the_supervisor_leaves_out_the_workers_process_metrics_and_a_broken_scrape() -> None:
+    texts = [worker_text(3, 10, "oldest"), "garbage {{{\n", ""]
+    families = {f.name for f in sum_expositions(texts)}
+    assert "flowrelay_packets_received" in families
+    assert not any(name.startswith("process_") for name in families)
+    assert math.isclose(
+        parse_metrics(summed(texts)).value("flowrelay_packets_received_total", version="5"), 3
+    )
 
 
 # ---- the HTTP endpoint ----------------------------------------------------------------------
@@ -215,7 +324,7 @@ async def test_get_metrics_serves_the_current_exposition() -> None:
         second = await http(port, get("/metrics?x=1"))  # a query string is ignored
         nursery.cancel_scope.cancel()
     assert first.status == 200
-    assert first.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert first.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     parsed = parse_families(first.body)
     assert parsed["flowrelay_packets_received_total"].samples[(("version", "5"),)] == 3
     assert parsed["flowrelay_packets_malformed_total"].samples == {
@@ -224,6 +333,24 @@ async def test_get_metrics_serves_the_current_exposition() -> None:
     assert parse_families(second.body)["flowrelay_packets_received_total"].samples == {
         (("version", "5"),): 5
     }
+
+
+async def test_an_openmetrics_accept_header_gets_openmetrics() -> None:
+    metrics = RelayMetrics()
+    metrics.packets_received.inc(3, (("version", "5"),))
+    accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+    async with trio.open_nursery() as nursery:
+        port = await start(nursery, metrics.registry, Health())
+        om = await http(
+            port, f"GET /metrics HTTP/1.1\r\nHost: x\r\nACCEPT: {accept}\r\n\r\n".encode()
+        )
+        text = await http(port, get("/metrics"))
+        nursery.cancel_scope.cancel()
+    assert om.headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
+    scrape = parse_metrics(om.body, openmetrics=True)
+    assert scrape.value("flowrelay_packets_received_total", version="5") == 3
+    assert text.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert not text.body.endswith("# EOF\n")
 
 
 async def test_healthz_is_200_when_healthy_and_503_when_not() -> None:

@@ -378,7 +378,7 @@ async def test_metrics_and_health_over_http(
         assert scraped.helps.get(name), f"{name} has no HELP"
         assert any(n == name for n, _ in scraped.samples), f"{name} has no sample"
     for name, kind in scraped.types.items():
-        assert name.startswith("flowrelay_"), name
+        assert name.startswith(("flowrelay_", "process_")), name  # process_: prometheus_client
         assert (kind == "counter") == name.endswith("_total"), f"{name} is a {kind}"
 
     assert scraped.value("flowrelay_packets_received_total", version="5") == 50

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from relay.spool.ages import age
 from relay.spool.table import SegmentTable
 
 __all__ = ["Counters", "FsyncPolicy", "Overflow", "SpoolStats"]
@@ -54,6 +55,14 @@ class SpoolStats:
     syncs: int
     segments_deleted_on_open: int
     """Segment files an open deleted (delivered, empty or damaged; each one logged)."""
+    oldest_pending_written_at: float | None = None
+    """When the oldest pending line was appended (wall clock, to within a second), None when
+    nothing is pending. For lines found on disk at open: their segment file's mtime, a time
+    at or after their writing (relay/spool/ages.py)."""
+
+    def oldest_pending_age(self, now: float) -> float:
+        """Seconds the oldest pending line has waited at ``now``; 0 when none is pending."""
+        return age(self.oldest_pending_written_at, now)
 
 
 @dataclass(slots=True)
@@ -73,7 +82,9 @@ class Counters:
     syncs: int = 0
     segments_deleted_on_open: int = 0
 
-    def snapshot(self, table: SegmentTable, *, max_bytes: int) -> SpoolStats:
+    def snapshot(
+        self, table: SegmentTable, *, max_bytes: int, oldest_pending_written_at: float | None
+    ) -> SpoolStats:
         return SpoolStats(
             pending_lines=table.pending_lines,
             pending_bytes=table.pending_bytes,
@@ -92,4 +103,5 @@ class Counters:
             truncated_bytes=self.truncated_bytes,
             syncs=self.syncs,
             segments_deleted_on_open=self.segments_deleted_on_open,
+            oldest_pending_written_at=oldest_pending_written_at,
         )

@@ -59,6 +59,7 @@ from typing import Self
 import trio
 
 from relay.errors import SpoolError, SpoolTransient
+from relay.spool.ages import WriteTimes
 from relay.spool.appender import Appender
 from relay.spool.cursor import CURSOR_INTERVAL, CursorFile
 from relay.spool.files import SegmentReader, lock_directory
@@ -94,6 +95,7 @@ class Spool:
         limits: Limits,
         fsync: FsyncPolicy,
         clock: Callable[[], float],
+        wall_clock: Callable[[], float],
         lock_fd: int,
         dir_fd: int,
         recent_bytes: int,
@@ -104,6 +106,8 @@ class Spool:
         self._limits = limits
         self._fsync = FsyncPolicy(fsync)
         self._clock = clock
+        self._wall_clock = wall_clock
+        self._write_times = WriteTimes()
         self._lock_fd = lock_fd
         self._closed = False
 
@@ -150,9 +154,13 @@ class Spool:
         overflow: Overflow = Overflow.DROP_OLDEST,
         fsync: FsyncPolicy = FsyncPolicy.INTERVAL,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         recent_bytes: int = RECENT_BYTES,
     ) -> Spool:
-        """Open (creating if needed) the spool in ``directory`` and recover it after a crash."""
+        """Open (creating if needed) the spool in ``directory`` and recover it after a crash.
+
+        ``wall_clock`` dates appends for the age of the oldest pending line (it is compared
+        with segment files' modification times after a restart)."""
         limits = Limits.of(max_bytes=max_bytes, segment_bytes=segment_bytes, overflow=overflow)
         directory = Path(directory)
         lock_fd = lock_directory(directory)
@@ -170,6 +178,7 @@ class Spool:
                 limits=limits,
                 fsync=fsync,
                 clock=clock,
+                wall_clock=wall_clock,
                 lock_fd=lock_fd,
                 dir_fd=dir_fd,
                 recent_bytes=recent_bytes,
@@ -199,6 +208,7 @@ class Spool:
         self._counts.segments_deleted_on_open += found.segments_deleted
         if found.removed:
             self._files.directory_changed()
+        self._date_recovered()
         self._appender.start(found.next_segment)
         self._appender.normalize_cursor()
         self._appender.trim_to_cap()
@@ -215,6 +225,16 @@ class Spool:
             },
         )
 
+    def _date_recovered(self) -> None:
+        """Recovered lines are dated by their segment file's mtime: written by then."""
+        for seg in self._table.segments:
+            if seg.lines:
+                try:
+                    written = os.stat(self._files.path(seg.id)).st_mtime
+                except OSError:
+                    written = self._wall_clock()
+                self._write_times.written((seg.id, seg.lines), written)
+
     # ----------------------------------------------------------------------------- writing
 
     def append(self, lines: Sequence[bytes]) -> int:
@@ -225,9 +245,12 @@ class Spool:
         if self._closed:
             self._check_open()
         accepted = self._appender.append(lines)
-        if accepted and self._readable is not None:
-            self._readable.set()
-            self._readable = None
+        if accepted:
+            active = self._table.segments[-1]
+            self._write_times.written((active.id, active.lines), self._wall_clock())
+            if self._readable is not None:
+                self._readable.set()
+                self._readable = None
         return accepted
 
     async def write(self, lines: Sequence[bytes]) -> int:
@@ -291,7 +314,14 @@ class Spool:
         return self._table.head
 
     def statistics(self) -> SpoolStats:
-        return self._counts.snapshot(self._table, max_bytes=self._limits.max_bytes)
+        cursor = self._table.cursor
+        return self._counts.snapshot(
+            self._table,
+            max_bytes=self._limits.max_bytes,
+            oldest_pending_written_at=self._write_times.oldest_pending(
+                (cursor.segment, cursor.index)
+            ),
+        )
 
     # ----------------------------------------------------------------------------- durability
 

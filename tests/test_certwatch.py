@@ -23,6 +23,7 @@ from relay.certwatch import (
     register_expiry_metric,
 )
 from relay.metrics import Registry
+from relay.testing.prometheus import parse_metrics
 
 # 2026-01-01T00:00:00Z: every time here is fixed, none is read from the machine.
 T0 = 1767225600.0
@@ -208,7 +209,7 @@ def test_the_expiry_metric_is_the_certificates_not_after(tmp_path: Path, ca: Tls
     registry = Registry()
     register_expiry_metric(registry, live_tls(ca, live, Forwarder(), [T0]))
     expected = int((datetime.fromtimestamp(T0, UTC) + timedelta(days=365)).timestamp())
-    assert f"{METRIC} {expected}\n" in registry.render()
+    assert parse_metrics(registry.render()).value(METRIC) == expected
 
 
 def test_without_a_client_certificate_the_expiry_metric_is_absent(ca: TlsFiles) -> None:

@@ -91,7 +91,7 @@ def test_ipv4_mapped_source_is_shown_and_allowed_as_ipv4() -> None:
 MALFORMED = {
     "empty": b"",
     "short_header": b"\x00",
-    "unknown_version": b"\x00\x09" + bytes(40),
+    "unknown_version": b"\x00\x0b" + bytes(40),  # 11: no NetFlow version
     "zero_count": datagram(5, [], count=0),
     "short_records": datagram(5, [Record()], count=2),
 }
@@ -112,11 +112,23 @@ def test_short_v5_header_is_malformed() -> None:
     assert samples(m.packets_malformed) == {(("reason", "short_header"),): 1}
 
 
-@pytest.mark.parametrize("data", [b"", b"\x00", b"\x00\x09abc", b"\x00\x0a" + bytes(30)])
+@pytest.mark.parametrize("data", [b"", b"\x00", b"\x00\x0babc", b"\x00\x08" + bytes(30)])
 def test_unknown_or_missing_version_is_labelled_other(data: bytes) -> None:
     ingest, m = make_ingest()
     ingest.process(data, EXPORTER)
     assert samples(m.packets_received) == {(("version", "other"),): 1}
+
+
+@pytest.mark.parametrize(
+    ("data", "version"), [(b"\x00\x09abc", "9"), (b"\x00\x0a" + bytes(30), "10")]
+)
+def test_a_broken_v9_or_ipfix_header_is_labelled_by_its_version_and_malformed(
+    data: bytes, version: str
+) -> None:
+    ingest, m = make_ingest()
+    assert ingest.process(data, EXPORTER) == []
+    assert samples(m.packets_received) == {(("version", version),): 1}
+    assert sum(samples(m.packets_malformed).values()) == 1
 
 
 @pytest.mark.parametrize("source", ["8.8.8.8", "2001:db8::1", "::ffff:8.8.8.8"])
@@ -211,7 +223,7 @@ def test_every_datagram_is_accounted_for_exactly_once() -> None:
         (v5(0, 3), EXPORTER),
         (b"", EXPORTER),
         (v5(3, 2), "8.8.8.8"),
-        (b"\x00\x09" + bytes(40), EXPORTER),
+        (b"\x00\x0b" + bytes(40), EXPORTER),  # version 11
         (datagram(7, [Record()] * 4), EXPORTER),
         (datagram(5, [Record()], count=3), EXPORTER),
         (v5(3, 2), "::ffff:192.168.1.1"),

@@ -230,7 +230,7 @@ def line_ids(lines: Sequence[bytes]) -> Counter[int]:
 
 def version_label(data: bytes) -> str:
     version = data[0] << 8 | data[1] if len(data) >= 2 else -1
-    return str(version) if version in (1, 5, 6, 7) else "other"
+    return str(version) if version in (1, 5, 6, 7, 9, 10) else "other"
 
 
 # ---- accounting -----------------------------------------------------------------------------
@@ -274,7 +274,7 @@ async def test_every_datagram_and_record_is_forwarded_or_counted(
     malformed = {
         "empty": b"",
         "short_header": b"\x00",
-        "unknown_version": b"\x00\x09" + bytes(18),  # a NetFlow v9 header
+        "unknown_version": b"\x00\x0b" + bytes(18),  # version 11: none
         "zero_count": datagram(5, [], count=0),
         "short_records": datagram(5, [Record()] * 2, count=3),
     }
@@ -363,7 +363,7 @@ async def test_metrics_and_health_over_http(
         with udp_socket(LOOPBACK) as sock:
             for n in range(50):  # light load: 50 datagrams, 1,000 records
                 sock.sendto(s.make(5, 20, sequence=n * 20, engine_id=4)[0], target)
-            sock.sendto(b"\x00\x0a" + bytes(14), target)  # IPFIX: unknown version
+            sock.sendto(b"\x00\x0b" + bytes(14), target)  # version 11: unknown
         await sink.wait_lines(1000, timeout=10)
         scraped = await wait_metric(port, "flowrelay_spool_pending_lines", 0, timeout=5)
         status, text = await http_get_async(port or 0, "/metrics")

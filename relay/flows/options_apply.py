@@ -7,8 +7,8 @@ SPEC "Options": options records are applied, not forwarded as flow lines.
   samplingPacketInterval (305) and samplingPacketSpace (306), whose interval is
   (305 + 306) / 305: one packet in that many is sampled (goflow2#440 got these wrong), and
   selectorAlgorithm (304, PSAMP: 1 systematic count-based, 3 random n-out-of-N) as the mode.
-  A record that names a sampler (48 or 302, or in a v9 options template a scope field:
-  Cisco's sampler table scopes by the sampler ID) sets that sampler's; one that names none
+  A record that names a sampler (48 or 302, as a field or, in Cisco's v9 sampler table, as the
+  scope field) sets that sampler's; one that names none (a v9 system scope with 34/35, say)
   sets the domain-wide sampling.
 - systemInitTimeMilliseconds (160): the base of IPFIX flowStart/EndSysUpTime.
 - interfaceName (82), else interfaceDescription (83), for the ifIndex in ingressInterface
@@ -26,24 +26,29 @@ from relay.flows.records import Record, RecordPlan
 __all__ = ["apply_options", "options_values"]
 
 _V9_INTERFACE_SCOPE = 2
+_SAMPLER_ELEMENTS = (48, 302)  # flowSamplerId, selectorId
 
 
 def options_values(plan: RecordPlan, record: Record) -> tuple[dict[int, Value], int | None]:
-    """The record's non-scope IANA values by element (the first of a repeat), and the index
-    a v9 interface scope names or, for any other v9 scope, the scope's number (a sampler ID
-    for Cisco's sampler table); None without a usable scope."""
+    """The record's IANA values by element (the first of a repeat), a v9 scope field's value
+    included under its scope type when that type is an element that names something (2
+    interface, 48 flowSamplerId, 302 selectorId); and the v9 interface scope's index."""
     template = plan.template
     values: dict[int, Value] = {}
-    scope_value: int | None = None
+    interface: int | None = None
     for i, spec in enumerate(template.fields):
         value = record[i]
         if plan.version == 9 and i < template.scope_fields:
-            if scope_value is None and isinstance(value, str) and spec.element != 1:
-                scope_value = _hex_int(value)
+            # v9 scope values are decoded as octets (hex); these scope types are numbers.
+            number = _hex_int(value) if isinstance(value, str) else None
+            if spec.element == _V9_INTERFACE_SCOPE:
+                interface = number if interface is None else interface
+            elif spec.element in _SAMPLER_ELEMENTS and number is not None:
+                values.setdefault(spec.element, number)
             continue
         if not spec.enterprise:
             values.setdefault(spec.element, value)
-    return values, scope_value
+    return values, interface
 
 
 def apply_options(
@@ -55,16 +60,11 @@ def apply_options(
 ) -> bool:
     """Apply every record; True if one of them gave systemInitTimeMilliseconds."""
     gave_init = False
-    interface_scope = plan.version == 9 and any(
-        f.element == _V9_INTERFACE_SCOPE for f in plan.template.fields[: plan.template.scope_fields]
-    )
     for record in records:
-        values, scope_value = options_values(plan, record)
+        values, scope_interface = options_values(plan, record)
         sampler = _int(values.get(48))
         if sampler is None:
             sampler = _int(values.get(302))
-        if sampler is None and not interface_scope:
-            sampler = scope_value
         sampling = _sampling(values)
         if sampling is not None:
             state.set_sampling(key, sampler, sampling, now)
@@ -78,8 +78,8 @@ def apply_options(
             index = _int(values.get(10))
             if index is None:
                 index = _int(values.get(14))
-            if index is None and interface_scope:
-                index = scope_value
+            if index is None:
+                index = scope_interface
             if index is not None:
                 state.set_interface_name(key, index, name, now)
     return gave_init

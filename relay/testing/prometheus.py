@@ -44,7 +44,7 @@ class Scrape:
         """The sample with exactly these labels; KeyError names what is there instead."""
         key = (name, frozenset(labels.items()))
         if key not in self.samples:
-            there = sorted(dict(k[1]) for k in self.samples if k[0] == name)  # type: ignore[type-var]
+            there = sorted(str(dict(k[1])) for k in self.samples if k[0] == name)
             raise KeyError(f"no sample {name}{labels or ''}; series present: {there}")
         return self.samples[key]
 

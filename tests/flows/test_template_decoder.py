@@ -375,3 +375,23 @@ def test_any_messages_decode_without_raising(data: st.DataObject) -> None:
             assert batch.plan.template.template_id >= 256
     d.tick(1e6)
     assert d.statistics().held_sets == 0
+
+
+def test_a_v9_sampler_table_scoped_by_sampler_id_sets_that_samplers_rate() -> None:
+    # Cisco Flexible NetFlow's v9 sampler table: the scope field is FLOW_SAMPLER_ID (48).
+    t = options_template(262, [FieldSpec(element=48, length=2)], [FieldSpec(element=50, length=4)])
+    d = TemplateDecoder()
+    rec = b.record(t, [u(5, 2), u(64, 4)])
+    d.decode(v9(b.template_set([t], ipfix=False), b.data_set(262, [rec])), EXPORTER, 9, 0.0)
+    key = OptionsKey(exporter=EXPORTER, version=9, domain=0)
+    assert d.options.sampling_for(key, 5) == Sampling(interval=64, mode=0)
+    assert d.options.sampling_for(key, None) is None
+
+
+def test_a_v9_line_card_scope_is_not_taken_for_a_sampler() -> None:
+    t = options_template(263, [FieldSpec(element=3, length=4)], [FieldSpec(element=34, length=4)])
+    d = TemplateDecoder()
+    rec = b.record(t, [u(7, 4), u(10, 4)])
+    d.decode(v9(b.template_set([t], ipfix=False), b.data_set(263, [rec])), EXPORTER, 9, 0.0)
+    key = OptionsKey(exporter=EXPORTER, version=9, domain=0)
+    assert d.options.sampling_for(key, None) == Sampling(interval=10, mode=0)

@@ -814,8 +814,8 @@ class CaptureItem:
 
 def malformed_datagrams(sample_v5: bytes) -> list[tuple[bytes, DecodeError]]:
     """Datagrams a collector can receive that must be named, not decoded: a real v5
-    datagram cut short in its records, and a NetFlow v9 header."""
-    bad = [sample_v5[: len(sample_v5) - 20], struct.pack("!HHIIII", 9, 1, 0, 0, 0, 0)]
+    datagram cut short in its records, and a header of version 11, which no NetFlow has."""
+    bad = [sample_v5[: len(sample_v5) - 20], struct.pack("!HHIIII", 11, 1, 0, 0, 0, 0)]
     out = []
     for data in bad:
         with pytest.raises(DecodeError) as caught:

@@ -34,7 +34,13 @@ from relay.render.options import Body
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LineContext:
-    """What a record's line takes from outside its template: the exporter's options."""
+    """What a record's line takes from outside its template: the exporter's options.
+
+    ``sampling(None)`` is the domain-wide sampling, ``sampling(id)`` a sampler's (falling
+    back to the domain's is the callable's business, as ``OptionsState.sampling_for`` does).
+    The fast path calls each at most once per distinct value per set; a domain that names
+    no interfaces should pass ``NO_OPTIONS.interface_name``, which it then skips entirely.
+    """
 
     sampling: Callable[[int | None], Sampling | None]  # sampler ID (None: domain-wide)
     interface_name: Callable[[int], str | None]  # ifIndex -> name

@@ -1,4 +1,5 @@
-"""Sans-IO flow decoding (NetFlow v1/v5/v6/v7 today): bytes in, a Packet or a DecodeError out."""
+"""Sans-IO flow decoding of NetFlow v1/v5/v6/v7: bytes in, a Packet or a DecodeError out (v9 and
+IPFIX, whose records need templates, are :mod:`relay.flows.messages` and the template decoder)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def layout_for(data: bytes) -> ExportFormat:
     version = (data[0] << 8) | data[1]
     layout = LAYOUTS.get(version)
     if layout is None:
-        hint = " (NetFlow v9/IPFIX are not supported)" if version in (9, 10) else ""
+        hint = " (v9/IPFIX take the template path)" if version in (9, 10) else ""
         raise DecodeError("unknown_version", f"unsupported version {version}{hint}", offset=0)
     return layout
 

@@ -23,7 +23,7 @@ from relay.flows.template_decoder import Decoded, TemplateDecoder
 from relay.logs import RateLimitedLog
 from relay.metrics import RelayMetrics
 from relay.render import Renderer
-from relay.render.template_line import LineContext
+from relay.render.template_line import NO_OPTIONS, LineContext
 from relay.sequence import SequenceTracker
 
 __all__ = ["TemplatedIngest"]
@@ -99,9 +99,11 @@ class TemplatedIngest:
 
     def _context(self, key: OptionsKey) -> LineContext:
         options = self.decoder.options
+        names = options.interface_names(key)
         return LineContext(
             sampling=partial(options.sampling_for, key),
-            interface_name=partial(options.interface_name, key),
+            # NO_OPTIONS' own callable tells the fast path to skip name lookups altogether.
+            interface_name=NO_OPTIONS.interface_name if names is None else names.get,
             system_init_ms=options.system_init_ms(key),
         )
 

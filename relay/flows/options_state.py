@@ -16,6 +16,7 @@ resend options with their templates, so what is forgotten comes back.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 __all__ = ["OptionsKey", "OptionsState", "OptionsStatistics", "Sampling"]
@@ -139,6 +140,13 @@ class OptionsState:
             self._interfaces += 1
         domain.interfaces[index] = name[:MAX_NAME_LENGTH]
         return True
+
+    def interface_names(self, key: OptionsKey) -> Mapping[int, str] | None:
+        """The domain's ifIndex -> name table (read-only; None when it names none): the
+        renderer looks names up in it per record, which through interface_name() cost a
+        tenth of a v9 relay's time."""
+        domain = self._domains.get(key)
+        return domain.interfaces if domain is not None and domain.interfaces else None
 
     def interface_name(self, key: OptionsKey, index: int) -> str | None:
         domain = self._domains.get(key)

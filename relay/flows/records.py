@@ -168,5 +168,32 @@ def record_count(plan: RecordPlan, data: bytes) -> int:
     over the message), without decoding their values."""
     if plan.layout is not None:
         return len(data) // plan.layout.size
-    records, _ = _variable(plan, data, 0, 0)
-    return len(records)
+    return _count_variable(plan.template, data)
+
+
+def _count_variable(template: Template, data: bytes) -> int:
+    """``_variable``'s walk without decoding a value: the IPFIX sequence step costs this for
+    every set, and decoding here would double the work of a set the renderer decodes anyway
+    (the end-to-end profile had it at 45 % of an IPFIX relay's time)."""
+    end = len(data)
+    minimum = template.minimum_length
+    lengths = [-1 if f.variable else f.length for f in template.fields]
+    at = count = 0
+    while at < end and end - at >= minimum:
+        for fixed in lengths:
+            size = fixed
+            if fixed < 0:
+                if at >= end:
+                    return count
+                size = data[at]
+                at += 1
+                if size == 255:
+                    if end - at < 2:
+                        return count
+                    size = (data[at] << 8) | data[at + 1]
+                    at += 2
+            if end - at < size:
+                return count
+            at += size
+        count += 1
+    return count

@@ -351,6 +351,10 @@ def _sampling_table(line: TemplateLine, context: LineContext) -> object:
     return _Memo(lambda sampler: _sampling_texts(context.sampling(sampler)))
 
 
+_NAME_PIECES: dict[tuple[str, str, str], str] = {}
+_NAME_PIECES_LIMIT = 8192
+
+
 def _name_tables(line: TemplateLine, context: LineContext, body: Body) -> tuple[object, object]:
     """ifIndex -> the pair of its name (with its separator, empty when unnamed), or None
     when the context names no interfaces."""
@@ -363,8 +367,14 @@ def _name_tables(line: TemplateLine, context: LineContext, body: Body) -> tuple[
             name = context.interface_name(index) if isinstance(index, int) else None
             if name is None:
                 return ""
-            pair = generic.pairs_text([(key, generic.string_text(name, body))], body)
-            return ("," if body == "json" else " ") + pair
+            # Escaped once per distinct name, not once per set: names repeat in every set.
+            found = _NAME_PIECES.get((key, name, body))
+            if found is None:
+                if len(_NAME_PIECES) >= _NAME_PIECES_LIMIT:
+                    _NAME_PIECES.clear()
+                pair = generic.pairs_text([(key, generic.string_text(name, body))], body)
+                found = _NAME_PIECES[(key, name, body)] = ("," if body == "json" else " ") + pair
+            return found
 
         tables.append(_Memo(piece))
     return tables[0], tables[1]

@@ -145,3 +145,15 @@ def test_a_record_of_only_empty_variable_values_still_takes_bytes() -> None:
     t = template((82, VARIABLE_LENGTH))
     records, _ = decode_records(plan_for(t, 10), record(t, [b""]) * 5)
     assert len(records) == 5
+
+
+@given(st.data())
+def test_record_count_of_a_variable_length_set_is_how_many_records_decode(
+    data: st.DataObject,
+) -> None:
+    t = data.draw(templates(ipfix=True, options=False))
+    body = b"".join(data.draw(records_of(t, max_records=5)))
+    body += data.draw(st.binary(max_size=8))  # a tail: padding, a cut record, or junk
+    plan = plan_for(t, 10)
+    records, _ = decode_records(plan, body)
+    assert record_count(plan, body) == len(records)

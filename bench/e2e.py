@@ -1,11 +1,16 @@
-"""End-to-end benchmark: NetFlow v5 over UDP → ``relay run`` → TLS endpoint on loopback.
+"""End-to-end benchmark: NetFlow over UDP → ``relay run`` → TLS endpoint on loopback.
 
-    python -m bench.e2e [--endpoints openssl,rsyslog] [--seconds 30] [--search-seconds 10]
-                        [--start-rate 25000] [--outage-seconds 60] [--skip ...] [--quick]
+    python -m bench.e2e [--endpoints openssl,rsyslog] [--versions 5,9,10] [--seconds 30]
+                        [--search-seconds 10] [--start-rate 25000] [--outage-seconds 60]
+                        [--skip ...] [--quick]
 
 Every part runs as its own process on this machine: the TLS endpoint, ``python -m relay run``
 (fresh spool, default fsync policy ``interval``, mutual TLS), and ``bench/loadgen.py``, which
-sends pre-built full v5 datagrams (30 records, consecutive flow sequences) at a fixed rate.
+sends pre-built full datagrams (30 records, consecutive sequence numbers) at a fixed rate:
+NetFlow v5, or with ``--versions`` also v9 and IPFIX (10), whose template datagram the
+generator sends first and again every 20 data datagrams, as exporters do. The zero-loss
+search and the profile run for each version in turn, in the same run, so that their figures
+share the machine's load.
 
 Endpoints (both are real TLS servers verifying the relay's client certificate):
 
@@ -18,13 +23,14 @@ What is measured:
 
 1. the load generator's own ceiling (it must reach at least twice the rate under test);
 2. per endpoint, the highest rate with **zero loss**: records delivered at the endpoint =
-   records sent, ``flowrelay_udp_kernel_drops_total`` 0, and the generator on schedule. The
+   flow records sent, ``flowrelay_udp_kernel_drops_total`` 0, and the generator on schedule. The
    search steps up ×2 from ``--start-rate`` with ``--search-seconds`` trials until a trial
    loses, bisects to ``--precision``, then confirms the best rate with a ``--seconds`` trial
    (stepping down 10 % until one passes). Each trial has a fresh relay and endpoint. Reported:
    records/s, packets/s, the relay's peak RSS (VmHWM) and latency;
 3. latency: a sampler polls the endpoint's output file every 10 ms, reads the last complete
-   line and looks up its ``flow_sequence`` in the generator's send-time table. So it is send
+   line and looks up its ``flow_sequence`` (the header's sequence: per datagram in every
+   version) in the generator's table of (sequence, send time) pairs. So it is send
    → written to the endpoint's file, an upper bound of receipt → TLS write (it adds the
    kernel's UDP queue, the endpoint's decrypt and write, and up to 10 ms of polling);
 4. CPU per stage: py-spy samples the relay at a fixed rate; each sample is charged to the
@@ -66,6 +72,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bench.loadgen import RECORDS, build_pool
+from bench.loadgen import VERSIONS as LOAD_VERSIONS
 from relay.certs import TlsFiles, issue_certificate, make_test_ca
 from relay.flows import decode
 from relay.render import Renderer
@@ -122,7 +129,8 @@ def count_lines(path: Path) -> int:
 
 
 def sequence_counts(path: Path) -> Counter[int]:
-    """How many lines carry each flow_sequence (one per datagram; 30 lines each)."""
+    """How many lines carry each flow_sequence (one per datagram in every version; 30 lines
+    each)."""
     counts: Counter[int] = Counter()
     tail = b""
     with path.open("rb") as data:
@@ -300,15 +308,14 @@ class LatencySampler:
                 self.samples.append((seen, int(match.group(1))))
 
 
-def latencies(
-    samples: list[tuple[float, int]], times: array.array[float], first_sequence: int
-) -> list[float]:
-    out = []
-    for seen, sequence in samples:
-        index = (sequence - first_sequence) // RECORDS
-        if 0 <= index < len(times):
-            out.append(seen - times[index])
-    return out
+def send_times(pairs: array.array[float]) -> dict[int, float]:
+    """The load generator's ``--times`` pairs: send time by the sequence of each datagram
+    (v5 and IPFIX step by records, v9 by datagrams, template datagrams included)."""
+    return {int(pairs[i]): pairs[i + 1] for i in range(0, len(pairs) - 1, 2)}
+
+
+def latencies(samples: list[tuple[float, int]], sent: dict[int, float]) -> list[float]:
+    return [seen - sent[sequence] for seen, sequence in samples if sequence in sent]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -326,10 +333,12 @@ class Trial:
     endpoint: str
     rate: float
     seconds: float
+    version: int = 5
     sent: int = 0
     delivered: int = 0
     decoded: int = 0
     kernel_drops: int = 0
+    sequence_lost: int = 0  # flowrelay_flows_lost_total: the relay saw a gap
     spool_dropped: int = 0
     achieved: float = 0.0
     generator_lag: float = 0.0
@@ -344,12 +353,14 @@ class Trial:
 
     @property
     def lossless(self) -> bool:
-        """Every record sent was decoded and delivered; no kernel drops; generator on time."""
+        """Every record sent was decoded and delivered; no kernel drops and no sequence gap
+        (which also checks the generator's sequence numbers); generator on time."""
         return (
             self.sent > 0
             and self.delivered >= self.sent
             and self.decoded == self.sent
             and self.kernel_drops == 0
+            and self.sequence_lost == 0
             and self.achieved >= 0.98 * self.rate
         )
 
@@ -362,9 +373,11 @@ class Trial:
     def describe(self) -> str:
         verdict = "zero loss" if self.zero_loss else "lossless, behind" if self.lossless else "LOSS"
         return (
-            f"{self.endpoint} {self.rate:,.0f} rec/s x {self.seconds:g} s: {verdict} "
+            f"v{self.version} {self.endpoint} {self.rate:,.0f} rec/s x {self.seconds:g} s: "
+            f"{verdict} "
             f"(sent {self.sent:,}, decoded {self.decoded:,}, delivered {self.delivered:,}, "
-            f"kernel drops {self.kernel_drops:,} datagrams, spool drops {self.spool_dropped:,}, "
+            f"kernel drops {self.kernel_drops:,} datagrams, sequence gaps "
+            f"{self.sequence_lost:,} flows, spool drops {self.spool_dropped:,}, "
             f"generator {self.achieved:,.0f} rec/s, "
             f"peak RSS {self.peak_rss / 2**20:.0f} MiB, latency p50 {self.latency_p50 * 1000:.0f}"
             f" ms p99 {self.latency_p99 * 1000:.0f} ms, caught up {self.catch_up:.1f} s after "
@@ -373,10 +386,13 @@ class Trial:
 
 
 class Bench:
-    def __init__(self, work: Path, *, spool_max: str | None = None, workers: int = 1) -> None:
+    def __init__(
+        self, work: Path, *, spool_max: str | None = None, workers: int = 1, version: int = 5
+    ) -> None:
         self.work = work
         self.spool_max = spool_max
         self.workers = workers
+        self.version = version  # of the datagrams the load generator sends
         ca = make_test_ca(work / "ca")
         self.server = issue_certificate(ca, work / "tls", "server", client=False)
         self.client = issue_certificate(ca, work / "tls", "relay", server=False)
@@ -431,6 +447,7 @@ class Bench:
                 *LOADGEN,
                 "--to", f"{LOOPBACK}:{port}", "--rate", str(rate),
                 "--seconds", str(seconds), "--times", str(times),
+                "--version", str(self.version),
                 # Several exporters (source ports) so that SO_REUSEPORT spreads them.
                 "--sockets", str(1 if self.workers == 1 else 16),
             ],
@@ -450,7 +467,9 @@ class Bench:
 
         ``during(endpoint, relay, elapsed)`` is called about every 0.5 s while sending (the
         outage scenario); ``profile`` runs py-spy on the relay for the sending period."""
-        result = Trial(endpoint=kind, rate=rate, seconds=seconds, load=load_average())
+        result = Trial(
+            endpoint=kind, rate=rate, seconds=seconds, version=self.version, load=load_average()
+        )
         with self.setup(kind) as (directory, endpoint, relay):
             result.endpoint = endpoint.name
             times_file = directory / "times.bin"
@@ -502,25 +521,24 @@ class Bench:
             scrape = relay.scrape()
             result.decoded = int(scrape.total("flowrelay_records_decoded_total"))
             result.kernel_drops = int(scrape.total("flowrelay_udp_kernel_drops_total"))
+            result.sequence_lost = int(scrape.total("flowrelay_flows_lost_total"))
             result.spool_dropped = int(scrape.total("flowrelay_lines_dropped_total"))
             result.peak_rss = peak_rss(relay.pid)
             result.delivered = endpoint.delivered()
+            pairs = array.array("d")
+            with times_file.open("rb") as data:
+                pairs.frombytes(data.read())
+            sent_at = send_times(pairs)
             if result.delivered > result.sent:
                 # Duplicates after a reconnection: every datagram must be there whole.
                 counts = sequence_counts(endpoint.output)
-                missing = sum(
-                    RECORDS - min(counts.get(int(sent["first_sequence"]) + RECORDS * i, 0), RECORDS)
-                    for i in range(int(sent["packets"]))
-                )
+                missing = sum(RECORDS - min(counts.get(s, 0), RECORDS) for s in sent_at)
                 result.note = (
                     f" [{result.delivered - result.sent:,} duplicates, {missing:,} missing]"
                 )
                 if missing:
                     result.delivered = result.sent - missing
-            times = array.array("d")
-            with times_file.open("rb") as data:
-                times.frombytes(data.read())
-            lat = latencies(sampler.samples, times, int(sent["first_sequence"]))
+            lat = latencies(sampler.samples, sent_at)
             result.latency_p50 = percentile(lat, 0.5)
             result.latency_p99 = percentile(lat, 0.99)
             result.latency_max = max(lat, default=float("nan"))
@@ -596,9 +614,15 @@ def stage_of(function: str, path: str) -> str | None:
         return None  # trio.run's caller: what is below it is the event loop itself
     if name == "receiver.py":
         return "receive (recvfrom)"
-    if name in ("ingest.py", "render.py", "sequence.py", "allow.py", "offline.py") or (
-        name.startswith(("flows/", "render/"))
-    ):
+    if name in (
+        "ingest.py",
+        "templated_ingest.py",
+        "template_state.py",
+        "sequence.py",
+        "allow.py",
+        "offline.py",
+        "values.py",
+    ) or (name.startswith(("flows/", "render/"))):
         return "decode+render"
     if name.startswith("spool/") or (name == "service.py" and function == "_spool_writer"):
         return "spool"
@@ -851,6 +875,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--endpoints", default="openssl,rsyslog")
+    parser.add_argument(
+        "--versions", default="5",
+        help="comma list of NetFlow versions to search and profile in turn: 5, 9, 10 (IPFIX)",
+    )  # fmt: skip
     parser.add_argument("--seconds", type=float, default=30.0, help="confirmation trial")
     parser.add_argument("--search-seconds", type=float, default=10.0, help="search trials")
     parser.add_argument("--start-rate", type=float, default=25_000)
@@ -889,6 +917,9 @@ def main() -> None:
         args.search_seconds, args.seconds, args.outage_seconds = 3.0, 5.0, 10.0
         args.profile_seconds, args.nfcapd_seconds = 5.0, 3.0
     skip = set(filter(None, args.skip.split(",")))
+    versions = [int(v) for v in args.versions.split(",") if v]
+    if not versions or any(v not in LOAD_VERSIONS for v in versions):
+        parser.error(f"--versions takes a comma list of {', '.join(map(str, LOAD_VERSIONS))}")
     kinds = [k for k in args.endpoints.split(",") if k]
     if args.workers > 1 and "openssl" in kinds:
         # s_server serves one connection at a time; each worker has its own connection.
@@ -900,42 +931,48 @@ def main() -> None:
     started = datetime.datetime.now(datetime.UTC)
     work = Path(tempfile.mkdtemp(prefix="flowrelay-e2e-", dir=args.work))
     try:
-        bench = Bench(work, workers=args.workers)
+        benches = {v: Bench(work / f"v{v}", workers=args.workers, version=v) for v in versions}
+        for bench_dir in benches.values():
+            bench_dir.work.mkdir(exist_ok=True)
         report: list[str] = []
-        generator = json.loads(
-            subprocess.run(
-                [*LOADGEN, "--max-rate",
-                 "--seconds", "2"],
-                capture_output=True, check=True,
-            ).stdout
-        )  # fmt: skip
+        generators = {
+            v: json.loads(
+                subprocess.run(
+                    [*LOADGEN, "--max-rate", "--seconds", "2", "--version", str(v)],
+                    capture_output=True, check=True,
+                ).stdout
+            )
+            for v in versions
+        }  # fmt: skip
+        for v, generator in generators.items():
+            log(f"load generator ceiling, v{v}: {generator['records_per_second']:,.0f} "
+                f"records/s ({generator['packets_per_second']:,.0f} packets/s)")  # fmt: skip
+        generator = generators[versions[0]]
         ceiling = generator["records_per_second"]
-        log(f"load generator ceiling: {ceiling:,.0f} records/s "
-            f"({generator['packets_per_second']:,.0f} packets/s)")  # fmt: skip
 
-        results: dict[str, Trial | None] = {}
+        results: dict[tuple[int, str], Trial | None] = {}
         if "search" not in skip:
             for kind in kinds:
-                best, _ = find_zero_loss_rate(
-                    bench, kind,
-                    start_rate=args.start_rate, ceiling=ceiling / 2,
-                    search_seconds=args.search_seconds, seconds=args.seconds,
-                    precision=args.precision,
-                )  # fmt: skip
-                results[kind] = best
+                for v in versions:
+                    best, _ = find_zero_loss_rate(
+                        benches[v], kind,
+                        start_rate=args.start_rate,
+                        ceiling=generators[v]["records_per_second"] / 2,
+                        search_seconds=args.search_seconds, seconds=args.seconds,
+                        precision=args.precision,
+                    )  # fmt: skip
+                    results[v, kind] = best
 
-        stages: dict[str, float] = {}
-        functions: dict[str, float] = {}
-        profile_trial: Trial | None = None
-        samples = 0
+        profiles: list[tuple[Trial, dict[str, float], dict[str, float], int]] = []
         if "profile" not in skip and shutil.which("py-spy"):
-            best = results.get(kinds[0]) if kinds else None
-            rate = args.profile_rate or (round(best.rate / 2, -3) if best else 50_000)
-            raw = work / "profile.txt"
-            profile_trial = bench.trial(kinds[0], rate, args.profile_seconds, profile=raw)
-            log("profile trial: " + profile_trial.describe())
-            if raw.exists():
-                stages, functions, samples = profile_stages(raw)
+            for v in versions:
+                best = results.get((v, kinds[0])) if kinds else None
+                rate = args.profile_rate or (round(best.rate / 2, -3) if best else 50_000)
+                raw = work / f"profile-v{v}.txt"
+                profile_trial = benches[v].trial(kinds[0], rate, args.profile_seconds, profile=raw)
+                log("profile trial: " + profile_trial.describe())
+                if raw.exists():
+                    profiles.append((profile_trial, *profile_stages(raw)))
         elif "profile" not in skip:
             log("py-spy is not installed (pip install py-spy): no profile")
 
@@ -968,9 +1005,16 @@ def main() -> None:
         # ---- Markdown ----
         report.append(f"Machine: {machine()}; {rcvbuf_note()}.")
         report.append(f"Date: {started:%Y-%m-%d %H:%M} UTC. Command: `{command}`.")
+        report.append(f"Load average at the start: {load_average():.2f} (the table gives each "
+                      "confirmation trial's).")  # fmt: skip
         report.append(
-            f"Load generator (bench/loadgen.py, one Python process) ceiling: "
-            f"{ceiling:,.0f} records/s ({generator['packets_per_second']:,.0f} packets/s)."
+            "Load generator (bench/loadgen.py, one Python process) ceiling: "
+            + "; ".join(
+                f"v{v} {g['records_per_second']:,.0f} records/s "
+                f"({g['packets_per_second']:,.0f} packets/s)"
+                for v, g in generators.items()
+            )
+            + "."
         )
         report.append("")
         if results:
@@ -979,23 +1023,25 @@ def main() -> None:
             )
             report.append("")
             report.append(
-                "| endpoint | records/s | packets/s | peak RSS (VmHWM) | latency p50 | "
+                "| version | endpoint | records/s | packets/s | peak RSS (VmHWM) | latency p50 | "
                 "latency p99 | load avg |"
             )
-            report.append("|---|---|---|---|---|---|---|")
-            for kind, best in results.items():
+            report.append("|---|---|---|---|---|---|---|---|")
+            for (v, kind), best in results.items():
                 if best is None:
-                    report.append(f"| {kind} | no zero-loss rate found | | | | | |")
+                    report.append(f"| {v} | {kind} | no zero-loss rate found | | | | | |")
                     continue
                 report.append(
-                    f"| {best.endpoint} | {best.rate:,.0f} | {best.rate / RECORDS:,.0f} | "
+                    f"| {v} | {best.endpoint} | {best.rate:,.0f} | {best.rate / RECORDS:,.0f} | "
                     f"{best.peak_rss / 2**20:.0f} MiB | {best.latency_p50 * 1000:,.0f} ms | "
                     f"{best.latency_p99 * 1000:,.0f} ms | {best.load:.2f} |"
                 )
             report.append("")
-        if stages and profile_trial is not None:
+        for profile_trial, stages, functions, samples in profiles:
+            if not stages:
+                continue
             report.append(
-                f"### Relay CPU by stage (py-spy, {samples:,} samples at "
+                f"### Relay CPU by stage, v{profile_trial.version} (py-spy, {samples:,} samples at "
                 f"{profile_trial.rate:,.0f} records/s into {profile_trial.endpoint}, "
                 f"latency p50 {profile_trial.latency_p50 * 1000:.0f} ms, "
                 f"p99 {profile_trial.latency_p99 * 1000:.0f} ms, "
@@ -1013,7 +1059,7 @@ def main() -> None:
                 report.append(f"| `{where}` | {share:.1%} |")
             report.append("")
         if nfcapd_best is not None or parse:
-            ours = results.get("openssl") or next(iter(results.values()), None)
+            ours = results.get((5, "openssl")) or next(iter(results.values()), None)
             report.append("### Side by side, same datagrams")
             report.append("")
             report.append("| program | records/s | relay's ratio to it |")

@@ -653,7 +653,7 @@ def stage_of(function: str, path: str) -> str | None:
         return "decode+render"
     if name.startswith("spool/") or (name == "service.py" and function == "_spool_writer"):
         return "spool"
-    if name == "forward.py":
+    if name == "forward.py" or name.startswith("forward/"):
         return "forward (TLS)"
     if name in ("metrics.py", "logs.py") or (name == "service.py" and "stat" in function.lower()):
         return "metrics+logs"

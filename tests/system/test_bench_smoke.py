@@ -60,17 +60,18 @@ def test_profile_lines_are_charged_to_their_stage(tmp_path: Path) -> None:
         "run (trio/_core/_run.py:10);_drain (relay/receiver.py:1) 2\n"
         "run (trio/_core/_run.py:10);_send_loop (relay/forward.py:9);"
         "send_all (trio/_ssl.py:4) 1\n"
+        "run (trio/_core/_run.py:10);_send_raw (relay/forward/link.py:9) 1\n"
         "run (trio/_core/_run.py:10);epoll (trio/_core/_io_epoll.py:2) 1\n"
     )
     stages, functions, samples = e2e.profile_stages(raw)
-    assert samples == 10
+    assert samples == 11
     assert stages == {
-        "decode+render": 0.6,
-        "receive (recvfrom)": 0.2,
-        "forward (TLS)": 0.1,
-        "trio event loop / other": 0.1,
+        "decode+render": 6 / 11,
+        "receive (recvfrom)": 2 / 11,
+        "forward (TLS)": 2 / 11,  # relay/forward.py, and the relay/forward/ package
+        "trio event loop / other": 1 / 11,
     }
-    assert functions["build_lines (<render v5 json>)"] == 0.6
+    assert functions["build_lines (<render v5 json>)"] == 6 / 11
 
 
 def test_load_generator_spreads_over_its_sockets() -> None:

@@ -85,7 +85,14 @@ ROOT = Path(__file__).resolve().parent.parent
 LOADGEN = [sys.executable, "-m", "bench.loadgen"]
 
 LOOPBACK = "127.0.0.1"
-_SEQUENCE_RE = re.compile(rb'"flow_sequence":(\d+)')
+# A line's exporter (127.0.0.N) and flow_sequence: keyed as the generator's --times are.
+_SEQUENCE_RE = re.compile(rb'"exporter":"127\.0\.0\.(\d+)[^"]*","flow_sequence":(\d+)')
+
+
+def _key(source: bytes, sequence: bytes) -> int:
+    return (int(source) - 1) << 32 | int(sequence)
+
+
 SAMPLE_INTERVAL = 0.01
 SETTLE_TIMEOUT = 60.0  # after sending stops, how long delivery may take to catch up
 STALL_TIMEOUT = 8.0  # ... but give up once nothing arrived for this long
@@ -111,22 +118,31 @@ def proc_status(pid: int, key: str) -> int:
     return 0
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid``, whichever of its threads started them."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            out += map(int, (task / "children").read_text().split())
+    return out
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (0 once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time so far of a process and its children (``--workers``); 0 for
+    one that is gone."""
+    total = 0.0
+    for each in (pid, *children(pid)):
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def peak_rss(pid: int) -> int:
     """VmHWM of the relay, or with ``--workers`` of its largest worker process."""
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        children = []
-    return max([proc_status(pid, "VmHWM"), *(proc_status(int(c), "VmHWM") for c in children)])
+    return max([proc_status(pid, "VmHWM"), *(proc_status(c, "VmHWM") for c in children(pid))])
 
 
 def count_lines(path: Path) -> int:
@@ -146,7 +162,7 @@ def sequence_counts(path: Path) -> Counter[int]:
         for piece in iter(lambda: data.read(1 << 24), b""):
             chunk = tail + piece
             cut = chunk.rfind(b"\n") + 1
-            counts.update(int(s) for s in _SEQUENCE_RE.findall(chunk, 0, cut))
+            counts.update(_key(a, s) for a, s in _SEQUENCE_RE.findall(chunk, 0, cut))
             tail = chunk[cut:]
     return counts
 
@@ -314,7 +330,7 @@ class LatencySampler:
             start = tail.rfind(b"\n", 0, end) + 1
             match = _SEQUENCE_RE.search(tail, start, end)
             if match:
-                self.samples.append((seen, int(match.group(1))))
+                self.samples.append((seen, _key(match.group(1), match.group(2))))
 
 
 def send_times(pairs: array.array[float]) -> dict[int, float]:
@@ -465,8 +481,8 @@ class Bench:
                 "--to", f"{LOOPBACK}:{port}", "--rate", str(rate),
                 "--seconds", str(seconds), "--times", str(times),
                 "--version", str(self.version),
-                # Several exporters (source ports) so that SO_REUSEPORT spreads them.
-                "--sockets", str(1 if self.workers == 1 else 16),
+                # Several exporters (addresses): the relay steers its workers by address.
+                "--sources", str(1 if self.workers == 1 else 16),
             ],
             stdout=subprocess.PIPE,
         )  # fmt: skip
@@ -930,7 +946,7 @@ def main() -> None:
         "--workers",
         type=int,
         default=1,
-        help="relay run --workers (the load comes from 16 ports; needs --endpoints rsyslog)",
+        help="relay run --workers (the load comes from 127.0.0.1-16; needs --endpoints rsyslog)",
     )
     parser.add_argument(
         "--skip", default="", help="comma list of: search,profile,nfcapd,parse,outage"

@@ -3,7 +3,7 @@ pre-built full datagrams (30 records) with consecutive sequence numbers at a fix
 
     python -m bench.loadgen --to 127.0.0.1:PORT --rate RECORDS_PER_S --seconds S
                             [--version 5|9|10] [--template-every N]
-                            [--times FILE] [--first-sequence N] [--sockets N]
+                            [--times FILE] [--first-sequence N] [--sockets N | --sources N]
     python -m bench.loadgen --max-rate [--seconds S] [--version 5|9|10]
 
 The datagrams are built once by ``relay.testing.synth`` (a pool of distinct ones); only the
@@ -19,13 +19,17 @@ datagrams. The sequence follows each protocol: v5 +30 per datagram (header offse
 +1 per datagram, the template datagram included (offset 12), IPFIX + the data records of
 the message, its options records included (offset 8). The rate counts flow records only.
 
-``--times FILE`` writes, for every flow datagram, its sequence number and its send time
+``--times FILE`` writes, for every flow datagram, its key and its send time
 (``time.monotonic()``, one system-wide clock on Linux) as pairs of native doubles: the
-benchmark joins it with the sequences seen at the endpoint to measure latency, and counts
-each datagram's 30 lines to find what is missing.
+benchmark joins it with the lines seen at the endpoint to measure latency, and counts each
+datagram's 30 lines to find what is missing. The key is ``source << 32 | sequence``, where
+source is the exporter address's last octet minus 1 (0 for 127.0.0.1).
 
-``--sockets N`` sends from N sockets (N source ports) in turn, one sequence stream. With
-``relay run --workers N`` the relay steers by source address, so these all reach one worker.
+``--sockets N`` sends from N sockets (N source ports of 127.0.0.1) in turn, one sequence
+stream. ``--sources N`` sends from N exporters, 127.0.0.1 to 127.0.0.N (loopback owns
+127/8), in turn, each with its own sequence stream and its own template datagrams: with
+``relay run --workers N`` the relay steers by source address, so this is what spreads the
+load over the workers.
 
 Prints one JSON object on stdout: packets and records sent, template datagrams, seconds,
 the rate reached, and the largest lag behind schedule (a sender that fell behind did not
@@ -113,8 +117,11 @@ def send_paced(
     first_sequence: int,
     times: array.array[float] | None,
     template_every: int = TEMPLATE_EVERY,
+    sources: bool = False,
 ) -> dict[str, float]:
-    """Send for ``seconds`` at the rate; return what was sent and how late the sender got."""
+    """Send for ``seconds`` at the rate; return what was sent and how late the sender got.
+    ``sources``: each socket is an exporter of its own (sequence stream, templates), its
+    times keyed by ``index << 32``; otherwise the sockets share one stream."""
     total = int(packets_per_second * seconds)
     pack_into, monotonic, sleep = _SEQUENCE.pack_into, time.monotonic, time.sleep
     sends = [sock.send for sock in socks]
@@ -122,10 +129,14 @@ def send_paced(
     pool, offset, step = stream.pool, stream.offset, stream.step
     template, template_step = stream.template, stream.template_step
     size = len(pool)
-    # The flow datagram before which the template datagram goes next (-1: never).
-    next_template = 0 if template is not None else -1
+    streams = ways if sources else 1
+    stream_of = [w if sources else 0 for w in range(ways)]
+    key_base = [s << 32 for s in range(streams)]
+    sequences = [first_sequence] * streams
+    flows = [0] * streams  # flow datagrams sent per stream
+    # Per stream, the flow datagram before which its template datagram goes next.
+    next_template = [0 if template is not None else -1] * streams
     templates = 0
-    sequence = first_sequence
     sent = 0
     max_lag = 0.0
     start = monotonic()
@@ -136,25 +147,29 @@ def send_paced(
             # How far behind schedule the oldest datagram of this burst is.
             max_lag = max(max_lag, now - (start + sent / packets_per_second))
         while sent < due:
-            if sent == next_template and template is not None:
+            way = sent % ways
+            s = stream_of[way]
+            sequence = sequences[s]
+            if flows[s] == next_template[s] and template is not None:
                 pack_into(template, offset, sequence & 0xFFFFFFFF)
                 try:
-                    sends[sent % ways](template)
+                    sends[way](template)
                 except BlockingIOError:
                     continue
-                sequence += template_step
+                sequence = sequences[s] = sequence + template_step
                 templates += 1
-                next_template += template_every
+                next_template[s] += template_every
             buf = pool[sent % size]
             pack_into(buf, offset, sequence & 0xFFFFFFFF)
             try:
-                sends[sent % ways](buf)
+                sends[way](buf)
             except BlockingIOError:
                 continue  # the local send buffer is full: retry the same datagram
             if times is not None:
-                times.append(sequence)
+                times.append(key_base[s] | (sequence & 0xFFFFFFFF))
                 times.append(now)
-            sequence += step
+            sequences[s] = sequence + step
+            flows[s] += 1
             sent += 1
         ahead = start + sent / packets_per_second - monotonic()
         if ahead > 0:
@@ -169,6 +184,7 @@ def send_paced(
         "records_per_second": sent * RECORDS / elapsed,
         "max_lag": max_lag,
         "first_sequence": first_sequence,
+        "streams": streams,
     }
 
 
@@ -217,7 +233,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--times", type=Path, help="write each datagram's send time here")
     parser.add_argument("--max-rate", action="store_true", help="measure the sender's ceiling")
     parser.add_argument("--sockets", type=int, default=1, help="source ports to send from")
+    parser.add_argument(
+        "--sources", type=int, default=0,
+        help="exporters 127.0.0.1..N, each with its own sequence stream and templates",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if not 0 <= args.sources <= 254 or (args.sources and args.sockets != 1):
+        parser.error("--sources takes 1 to 254 addresses, and not with --sockets")
     if args.template_every < 1:
         parser.error("--template-every must be at least 1")
     stream = build_stream(args.version)
@@ -229,10 +251,12 @@ def main(argv: list[str] | None = None) -> None:
     host, _, port = args.to.rpartition(":")
     with contextlib.ExitStack() as stack:
         socks = []
-        for _ in range(max(1, args.sockets)):
+        for i in range(args.sources or max(1, args.sockets)):
             sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
             # A large send buffer so that bursts after a late wake-up are not refused locally.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            if args.sources:
+                sock.bind((f"127.0.0.{i + 1}", 0))
             sock.connect((host, int(port)))
             socks.append(sock)
         times: array.array[float] | None = array.array("d") if args.times else None
@@ -244,6 +268,7 @@ def main(argv: list[str] | None = None) -> None:
             first_sequence=args.first_sequence,
             times=times,
             template_every=args.template_every,
+            sources=bool(args.sources),
         )
     if times is not None:
         with args.times.open("wb") as out:

@@ -159,3 +159,37 @@ def test_load_generator_sends_templates_first_and_every_n_with_the_protocol_sequ
     flow_sequences = [s for k, s in zip(kinds, sequences, strict=True) if k == "D"]
     assert [int(s) for s in pairs[0::2]] == flow_sequences
     assert list(pairs[1::2]) == sorted(pairs[1::2])
+
+
+def test_load_generator_sources_are_exporters_of_their_own(tmp_path: Path) -> None:
+    """--sources N: 127.0.0.1..N in turn, each with its own templates and v9 sequence, and
+    the times keyed by source, as the relay (steering workers by address) sees them."""
+    times = tmp_path / "times.bin"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
+        sink.bind(("127.0.0.1", 0))
+        sink.settimeout(5)
+        port = sink.getsockname()[1]
+        run = subprocess.run(
+            [
+                sys.executable, "-m", "bench.loadgen", "--to", f"127.0.0.1:{port}",
+                "--rate", str(12 * 30 * 4), "--seconds", "0.25", "--version", "9",
+                "--template-every", "2", "--sources", "3", "--times", str(times),
+            ],
+            capture_output=True, check=True, timeout=60, cwd=REPO,
+        )  # fmt: skip
+        sent = json.loads(run.stdout)
+        assert (sent["packets"], sent["template_packets"], sent["streams"]) == (12, 6, 3)
+        received = [sink.recvfrom(65535) for _ in range(18)]
+    by_source: dict[str, list[tuple[str, int]]] = {}
+    for data, (address, _) in received:
+        kind = "T" if struct.unpack_from("!H", data, 20)[0] == 0 else "D"
+        sequence = struct.unpack_from("!HHIIII", data)[4]
+        by_source.setdefault(address, []).append((kind, sequence))
+    assert sorted(by_source) == ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+    for stream in by_source.values():
+        # Four flow datagrams each, the templates before the first and the third.
+        assert stream == [("T", 0), ("D", 1), ("D", 2), ("T", 3), ("D", 4), ("D", 5)]
+    pairs = array.array("d")
+    pairs.frombytes(times.read_bytes())
+    keys = sorted(int(k) for k in pairs[0::2])
+    assert keys == sorted(source << 32 | s for source in range(3) for s in (1, 2, 4, 5))

@@ -1,11 +1,16 @@
-"""End-to-end benchmark: NetFlow v5 over UDP → ``relay run`` → TLS endpoint on loopback.
+"""End-to-end benchmark: NetFlow over UDP → ``relay run`` → TLS endpoint on loopback.
 
-    python -m bench.e2e [--endpoints openssl,rsyslog] [--seconds 30] [--search-seconds 10]
-                        [--start-rate 25000] [--outage-seconds 60] [--skip ...] [--quick]
+    python -m bench.e2e [--endpoints openssl,rsyslog] [--versions 5,9,10] [--seconds 30]
+                        [--search-seconds 10] [--start-rate 25000] [--outage-seconds 60]
+                        [--skip ...] [--quick]
 
 Every part runs as its own process on this machine: the TLS endpoint, ``python -m relay run``
 (fresh spool, default fsync policy ``interval``, mutual TLS), and ``bench/loadgen.py``, which
-sends pre-built full v5 datagrams (30 records, consecutive flow sequences) at a fixed rate.
+sends pre-built full datagrams (30 records, consecutive sequence numbers) at a fixed rate:
+NetFlow v5, or with ``--versions`` also v9 and IPFIX (10), whose template datagram the
+generator sends first and again every 20 data datagrams, as exporters do. The zero-loss
+search and the profile run for each version in turn, in the same run, so that their figures
+share the machine's load.
 
 Endpoints (both are real TLS servers verifying the relay's client certificate):
 
@@ -18,13 +23,14 @@ What is measured:
 
 1. the load generator's own ceiling (it must reach at least twice the rate under test);
 2. per endpoint, the highest rate with **zero loss**: records delivered at the endpoint =
-   records sent, ``flowrelay_udp_kernel_drops_total`` 0, and the generator on schedule. The
+   flow records sent, ``flowrelay_udp_kernel_drops_total`` 0, and the generator on schedule. The
    search steps up ×2 from ``--start-rate`` with ``--search-seconds`` trials until a trial
    loses, bisects to ``--precision``, then confirms the best rate with a ``--seconds`` trial
    (stepping down 10 % until one passes). Each trial has a fresh relay and endpoint. Reported:
    records/s, packets/s, the relay's peak RSS (VmHWM) and latency;
 3. latency: a sampler polls the endpoint's output file every 10 ms, reads the last complete
-   line and looks up its ``flow_sequence`` in the generator's send-time table. So it is send
+   line and looks up its ``flow_sequence`` (the header's sequence: per datagram in every
+   version) in the generator's table of (sequence, send time) pairs. So it is send
    → written to the endpoint's file, an upper bound of receipt → TLS write (it adds the
    kernel's UDP queue, the endpoint's decrypt and write, and up to 10 ms of polling);
 4. CPU per stage: py-spy samples the relay at a fixed rate; each sample is charged to the
@@ -66,6 +72,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bench.loadgen import RECORDS, build_pool
+from bench.loadgen import VERSIONS as LOAD_VERSIONS
 from relay.certs import TlsFiles, issue_certificate, make_test_ca
 from relay.flows import decode
 from relay.render import Renderer
@@ -78,7 +85,14 @@ ROOT = Path(__file__).resolve().parent.parent
 LOADGEN = [sys.executable, "-m", "bench.loadgen"]
 
 LOOPBACK = "127.0.0.1"
-_SEQUENCE_RE = re.compile(rb'"flow_sequence":(\d+)')
+# A line's exporter (127.0.0.N) and flow_sequence: keyed as the generator's --times are.
+_SEQUENCE_RE = re.compile(rb'"exporter":"127\.0\.0\.(\d+)[^"]*","flow_sequence":(\d+)')
+
+
+def _key(source: bytes, sequence: bytes) -> int:
+    return (int(source) - 1) << 32 | int(sequence)
+
+
 SAMPLE_INTERVAL = 0.01
 SETTLE_TIMEOUT = 60.0  # after sending stops, how long delivery may take to catch up
 STALL_TIMEOUT = 8.0  # ... but give up once nothing arrived for this long
@@ -104,13 +118,31 @@ def proc_status(pid: int, key: str) -> int:
     return 0
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid``, whichever of its threads started them."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            out += map(int, (task / "children").read_text().split())
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time so far of a process and its children (``--workers``); 0 for
+    one that is gone."""
+    total = 0.0
+    for each in (pid, *children(pid)):
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def peak_rss(pid: int) -> int:
     """VmHWM of the relay, or with ``--workers`` of its largest worker process."""
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        children = []
-    return max([proc_status(pid, "VmHWM"), *(proc_status(int(c), "VmHWM") for c in children)])
+    return max([proc_status(pid, "VmHWM"), *(proc_status(c, "VmHWM") for c in children(pid))])
 
 
 def count_lines(path: Path) -> int:
@@ -122,14 +154,15 @@ def count_lines(path: Path) -> int:
 
 
 def sequence_counts(path: Path) -> Counter[int]:
-    """How many lines carry each flow_sequence (one per datagram; 30 lines each)."""
+    """How many lines carry each flow_sequence (one per datagram in every version; 30 lines
+    each)."""
     counts: Counter[int] = Counter()
     tail = b""
     with path.open("rb") as data:
         for piece in iter(lambda: data.read(1 << 24), b""):
             chunk = tail + piece
             cut = chunk.rfind(b"\n") + 1
-            counts.update(int(s) for s in _SEQUENCE_RE.findall(chunk, 0, cut))
+            counts.update(_key(a, s) for a, s in _SEQUENCE_RE.findall(chunk, 0, cut))
             tail = chunk[cut:]
     return counts
 
@@ -297,18 +330,17 @@ class LatencySampler:
             start = tail.rfind(b"\n", 0, end) + 1
             match = _SEQUENCE_RE.search(tail, start, end)
             if match:
-                self.samples.append((seen, int(match.group(1))))
+                self.samples.append((seen, _key(match.group(1), match.group(2))))
 
 
-def latencies(
-    samples: list[tuple[float, int]], times: array.array[float], first_sequence: int
-) -> list[float]:
-    out = []
-    for seen, sequence in samples:
-        index = (sequence - first_sequence) // RECORDS
-        if 0 <= index < len(times):
-            out.append(seen - times[index])
-    return out
+def send_times(pairs: array.array[float]) -> dict[int, float]:
+    """The load generator's ``--times`` pairs: send time by the sequence of each datagram
+    (v5 and IPFIX step by records, v9 by datagrams, template datagrams included)."""
+    return {int(pairs[i]): pairs[i + 1] for i in range(0, len(pairs) - 1, 2)}
+
+
+def latencies(samples: list[tuple[float, int]], sent: dict[int, float]) -> list[float]:
+    return [seen - sent[sequence] for seen, sequence in samples if sequence in sent]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -326,10 +358,12 @@ class Trial:
     endpoint: str
     rate: float
     seconds: float
+    version: int = 5
     sent: int = 0
     delivered: int = 0
     decoded: int = 0
     kernel_drops: int = 0
+    sequence_lost: int = 0  # flowrelay_flows_lost_total: the relay saw a gap
     spool_dropped: int = 0
     achieved: float = 0.0
     generator_lag: float = 0.0
@@ -339,17 +373,20 @@ class Trial:
     latency_max: float = float("nan")
     load: float = 0.0
     catch_up: float = 0.0  # seconds from the last send until everything was delivered
+    relay_cpu: float = 0.0  # CPU seconds the relay (its main process) used for the trial
     note: str = ""
     timeline: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def lossless(self) -> bool:
-        """Every record sent was decoded and delivered; no kernel drops; generator on time."""
+        """Every record sent was decoded and delivered; no kernel drops and no sequence gap
+        (which also checks the generator's sequence numbers); generator on time."""
         return (
             self.sent > 0
             and self.delivered >= self.sent
             and self.decoded == self.sent
             and self.kernel_drops == 0
+            and self.sequence_lost == 0
             and self.achieved >= 0.98 * self.rate
         )
 
@@ -359,24 +396,36 @@ class Trial:
         the spool after the sender stops; only a short tail is allowed."""
         return self.lossless and self.catch_up <= max(2.0, 0.1 * self.seconds)
 
+    @property
+    def cpu_per_record(self) -> float:
+        """The relay's CPU seconds per record delivered: what a record costs, whatever the
+        load (the relay's own work; waiting for a core does not count)."""
+        return self.relay_cpu / self.delivered if self.delivered else float("nan")
+
     def describe(self) -> str:
         verdict = "zero loss" if self.zero_loss else "lossless, behind" if self.lossless else "LOSS"
         return (
-            f"{self.endpoint} {self.rate:,.0f} rec/s x {self.seconds:g} s: {verdict} "
+            f"v{self.version} {self.endpoint} {self.rate:,.0f} rec/s x {self.seconds:g} s: "
+            f"{verdict} "
             f"(sent {self.sent:,}, decoded {self.decoded:,}, delivered {self.delivered:,}, "
-            f"kernel drops {self.kernel_drops:,} datagrams, spool drops {self.spool_dropped:,}, "
+            f"kernel drops {self.kernel_drops:,} datagrams, sequence gaps "
+            f"{self.sequence_lost:,} flows, spool drops {self.spool_dropped:,}, "
             f"generator {self.achieved:,.0f} rec/s, "
             f"peak RSS {self.peak_rss / 2**20:.0f} MiB, latency p50 {self.latency_p50 * 1000:.0f}"
             f" ms p99 {self.latency_p99 * 1000:.0f} ms, caught up {self.catch_up:.1f} s after "
-            f"sending, load {self.load:.2f}){self.note}"
+            f"sending, relay CPU {self.cpu_per_record * 1e6:.1f} µs/record, "
+            f"load {self.load:.2f}){self.note}"
         )
 
 
 class Bench:
-    def __init__(self, work: Path, *, spool_max: str | None = None, workers: int = 1) -> None:
+    def __init__(
+        self, work: Path, *, spool_max: str | None = None, workers: int = 1, version: int = 5
+    ) -> None:
         self.work = work
         self.spool_max = spool_max
         self.workers = workers
+        self.version = version  # of the datagrams the load generator sends
         ca = make_test_ca(work / "ca")
         self.server = issue_certificate(ca, work / "tls", "server", client=False)
         self.client = issue_certificate(ca, work / "tls", "relay", server=False)
@@ -431,8 +480,9 @@ class Bench:
                 *LOADGEN,
                 "--to", f"{LOOPBACK}:{port}", "--rate", str(rate),
                 "--seconds", str(seconds), "--times", str(times),
-                # Several exporters (source ports) so that SO_REUSEPORT spreads them.
-                "--sockets", str(1 if self.workers == 1 else 16),
+                "--version", str(self.version),
+                # Several exporters (addresses): the relay steers its workers by address.
+                "--sources", str(1 if self.workers == 1 else 16),
             ],
             stdout=subprocess.PIPE,
         )  # fmt: skip
@@ -450,7 +500,9 @@ class Bench:
 
         ``during(endpoint, relay, elapsed)`` is called about every 0.5 s while sending (the
         outage scenario); ``profile`` runs py-spy on the relay for the sending period."""
-        result = Trial(endpoint=kind, rate=rate, seconds=seconds, load=load_average())
+        result = Trial(
+            endpoint=kind, rate=rate, seconds=seconds, version=self.version, load=load_average()
+        )
         with self.setup(kind) as (directory, endpoint, relay):
             result.endpoint = endpoint.name
             times_file = directory / "times.bin"
@@ -464,6 +516,7 @@ class Bench:
                     ],
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                 )  # fmt: skip
+            cpu_before = cpu_seconds(relay.pid)
             with LatencySampler(endpoint.output) as sampler:
                 generator = self.loadgen(relay.udp_port, rate, seconds, times_file)
                 start = time.monotonic()
@@ -495,6 +548,7 @@ class Bench:
                         during(endpoint, relay, time.monotonic() - start)
                     time.sleep(0.05)
                 result.catch_up = time.monotonic() - sending_ended
+            result.relay_cpu = cpu_seconds(relay.pid) - cpu_before
             if spy is not None:
                 _, err = spy.communicate(timeout=seconds + 30)
                 if spy.returncode != 0:
@@ -502,25 +556,24 @@ class Bench:
             scrape = relay.scrape()
             result.decoded = int(scrape.total("flowrelay_records_decoded_total"))
             result.kernel_drops = int(scrape.total("flowrelay_udp_kernel_drops_total"))
+            result.sequence_lost = int(scrape.total("flowrelay_flows_lost_total"))
             result.spool_dropped = int(scrape.total("flowrelay_lines_dropped_total"))
             result.peak_rss = peak_rss(relay.pid)
             result.delivered = endpoint.delivered()
+            pairs = array.array("d")
+            with times_file.open("rb") as data:
+                pairs.frombytes(data.read())
+            sent_at = send_times(pairs)
             if result.delivered > result.sent:
                 # Duplicates after a reconnection: every datagram must be there whole.
                 counts = sequence_counts(endpoint.output)
-                missing = sum(
-                    RECORDS - min(counts.get(int(sent["first_sequence"]) + RECORDS * i, 0), RECORDS)
-                    for i in range(int(sent["packets"]))
-                )
+                missing = sum(RECORDS - min(counts.get(s, 0), RECORDS) for s in sent_at)
                 result.note = (
                     f" [{result.delivered - result.sent:,} duplicates, {missing:,} missing]"
                 )
                 if missing:
                     result.delivered = result.sent - missing
-            times = array.array("d")
-            with times_file.open("rb") as data:
-                times.frombytes(data.read())
-            lat = latencies(sampler.samples, times, int(sent["first_sequence"]))
+            lat = latencies(sampler.samples, sent_at)
             result.latency_p50 = percentile(lat, 0.5)
             result.latency_p99 = percentile(lat, 0.99)
             result.latency_max = max(lat, default=float("nan"))
@@ -540,7 +593,8 @@ def find_zero_loss_rate(
     seconds: float,
     precision: float,
 ) -> tuple[Trial | None, list[Trial]]:
-    """Step up x2 until a trial loses, bisect to ``precision``, confirm for ``seconds``."""
+    """Step up x2 until a trial loses (or down /2 while the start rate loses), bisect to
+    ``precision``, confirm for ``seconds``."""
     trials: list[Trial] = []
 
     def run(rate: float, duration: float) -> Trial:
@@ -560,6 +614,13 @@ def find_zero_loss_rate(
             break
     else:
         bad = ceiling
+    # The start rate already lost (a loaded machine): halve, at most 4 times, for a floor.
+    rate = bad / 2
+    for _ in range(4 if not good else 0):
+        if run(rate, search_seconds).zero_loss:
+            good = rate
+            break
+        bad, rate = rate, round(rate / 2, -3)
     while good and bad - good > precision * good:
         middle = round((good + bad) / 2, -3)
         if run(middle, search_seconds).zero_loss:
@@ -596,13 +657,19 @@ def stage_of(function: str, path: str) -> str | None:
         return None  # trio.run's caller: what is below it is the event loop itself
     if name == "receiver.py":
         return "receive (recvfrom)"
-    if name in ("ingest.py", "render.py", "sequence.py", "allow.py", "offline.py") or (
-        name.startswith(("flows/", "render/"))
-    ):
+    if name in (
+        "ingest.py",
+        "templated_ingest.py",
+        "template_state.py",
+        "sequence.py",
+        "allow.py",
+        "offline.py",
+        "values.py",
+    ) or (name.startswith(("flows/", "render/"))):
         return "decode+render"
     if name.startswith("spool/") or (name == "service.py" and function == "_spool_writer"):
         return "spool"
-    if name == "forward.py":
+    if name == "forward.py" or name.startswith("forward/"):
         return "forward (TLS)"
     if name in ("metrics.py", "logs.py") or (name == "service.py" and "stat" in function.lower()):
         return "metrics+logs"
@@ -851,6 +918,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--endpoints", default="openssl,rsyslog")
+    parser.add_argument(
+        "--versions", default="5",
+        help="comma list of NetFlow versions to search and profile in turn: 5, 9, 10 (IPFIX)",
+    )  # fmt: skip
     parser.add_argument("--seconds", type=float, default=30.0, help="confirmation trial")
     parser.add_argument("--search-seconds", type=float, default=10.0, help="search trials")
     parser.add_argument("--start-rate", type=float, default=25_000)
@@ -875,7 +946,7 @@ def main() -> None:
         "--workers",
         type=int,
         default=1,
-        help="relay run --workers (the load comes from 16 ports; needs --endpoints rsyslog)",
+        help="relay run --workers (the load comes from 127.0.0.1-16; needs --endpoints rsyslog)",
     )
     parser.add_argument(
         "--skip", default="", help="comma list of: search,profile,nfcapd,parse,outage"
@@ -889,6 +960,9 @@ def main() -> None:
         args.search_seconds, args.seconds, args.outage_seconds = 3.0, 5.0, 10.0
         args.profile_seconds, args.nfcapd_seconds = 5.0, 3.0
     skip = set(filter(None, args.skip.split(",")))
+    versions = [int(v) for v in args.versions.split(",") if v]
+    if not versions or any(v not in LOAD_VERSIONS for v in versions):
+        parser.error(f"--versions takes a comma list of {', '.join(map(str, LOAD_VERSIONS))}")
     kinds = [k for k in args.endpoints.split(",") if k]
     if args.workers > 1 and "openssl" in kinds:
         # s_server serves one connection at a time; each worker has its own connection.
@@ -900,42 +974,48 @@ def main() -> None:
     started = datetime.datetime.now(datetime.UTC)
     work = Path(tempfile.mkdtemp(prefix="flowrelay-e2e-", dir=args.work))
     try:
-        bench = Bench(work, workers=args.workers)
+        benches = {v: Bench(work / f"v{v}", workers=args.workers, version=v) for v in versions}
+        for bench_dir in benches.values():
+            bench_dir.work.mkdir(exist_ok=True)
         report: list[str] = []
-        generator = json.loads(
-            subprocess.run(
-                [*LOADGEN, "--max-rate",
-                 "--seconds", "2"],
-                capture_output=True, check=True,
-            ).stdout
-        )  # fmt: skip
+        generators = {
+            v: json.loads(
+                subprocess.run(
+                    [*LOADGEN, "--max-rate", "--seconds", "2", "--version", str(v)],
+                    capture_output=True, check=True,
+                ).stdout
+            )
+            for v in versions
+        }  # fmt: skip
+        for v, generator in generators.items():
+            log(f"load generator ceiling, v{v}: {generator['records_per_second']:,.0f} "
+                f"records/s ({generator['packets_per_second']:,.0f} packets/s)")  # fmt: skip
+        generator = generators[versions[0]]
         ceiling = generator["records_per_second"]
-        log(f"load generator ceiling: {ceiling:,.0f} records/s "
-            f"({generator['packets_per_second']:,.0f} packets/s)")  # fmt: skip
 
-        results: dict[str, Trial | None] = {}
+        results: dict[tuple[int, str], Trial | None] = {}
         if "search" not in skip:
             for kind in kinds:
-                best, _ = find_zero_loss_rate(
-                    bench, kind,
-                    start_rate=args.start_rate, ceiling=ceiling / 2,
-                    search_seconds=args.search_seconds, seconds=args.seconds,
-                    precision=args.precision,
-                )  # fmt: skip
-                results[kind] = best
+                for v in versions:
+                    best, _ = find_zero_loss_rate(
+                        benches[v], kind,
+                        start_rate=args.start_rate,
+                        ceiling=generators[v]["records_per_second"] / 2,
+                        search_seconds=args.search_seconds, seconds=args.seconds,
+                        precision=args.precision,
+                    )  # fmt: skip
+                    results[v, kind] = best
 
-        stages: dict[str, float] = {}
-        functions: dict[str, float] = {}
-        profile_trial: Trial | None = None
-        samples = 0
+        profiles: list[tuple[Trial, dict[str, float], dict[str, float], int]] = []
         if "profile" not in skip and shutil.which("py-spy"):
-            best = results.get(kinds[0]) if kinds else None
-            rate = args.profile_rate or (round(best.rate / 2, -3) if best else 50_000)
-            raw = work / "profile.txt"
-            profile_trial = bench.trial(kinds[0], rate, args.profile_seconds, profile=raw)
-            log("profile trial: " + profile_trial.describe())
-            if raw.exists():
-                stages, functions, samples = profile_stages(raw)
+            for v in versions:
+                best = results.get((v, kinds[0])) if kinds else None
+                rate = args.profile_rate or (round(best.rate / 2, -3) if best else 50_000)
+                raw = work / f"profile-v{v}.txt"
+                profile_trial = benches[v].trial(kinds[0], rate, args.profile_seconds, profile=raw)
+                log("profile trial: " + profile_trial.describe())
+                if raw.exists():
+                    profiles.append((profile_trial, *profile_stages(raw)))
         elif "profile" not in skip:
             log("py-spy is not installed (pip install py-spy): no profile")
 
@@ -968,9 +1048,16 @@ def main() -> None:
         # ---- Markdown ----
         report.append(f"Machine: {machine()}; {rcvbuf_note()}.")
         report.append(f"Date: {started:%Y-%m-%d %H:%M} UTC. Command: `{command}`.")
+        report.append(f"Load average at the start: {load_average():.2f} (the table gives each "
+                      "confirmation trial's).")  # fmt: skip
         report.append(
-            f"Load generator (bench/loadgen.py, one Python process) ceiling: "
-            f"{ceiling:,.0f} records/s ({generator['packets_per_second']:,.0f} packets/s)."
+            "Load generator (bench/loadgen.py, one Python process) ceiling: "
+            + "; ".join(
+                f"v{v} {g['records_per_second']:,.0f} records/s "
+                f"({g['packets_per_second']:,.0f} packets/s)"
+                for v, g in generators.items()
+            )
+            + "."
         )
         report.append("")
         if results:
@@ -979,26 +1066,30 @@ def main() -> None:
             )
             report.append("")
             report.append(
-                "| endpoint | records/s | packets/s | peak RSS (VmHWM) | latency p50 | "
-                "latency p99 | load avg |"
+                "| version | endpoint | records/s | packets/s | peak RSS (VmHWM) | latency p50 | "
+                "latency p99 | relay CPU per record | load avg |"
             )
-            report.append("|---|---|---|---|---|---|---|")
-            for kind, best in results.items():
+            report.append("|---|---|---|---|---|---|---|---|---|")
+            for (v, kind), best in results.items():
                 if best is None:
-                    report.append(f"| {kind} | no zero-loss rate found | | | | | |")
+                    report.append(f"| {v} | {kind} | no zero-loss rate found | | | | | | |")
                     continue
                 report.append(
-                    f"| {best.endpoint} | {best.rate:,.0f} | {best.rate / RECORDS:,.0f} | "
+                    f"| {v} | {best.endpoint} | {best.rate:,.0f} | {best.rate / RECORDS:,.0f} | "
                     f"{best.peak_rss / 2**20:.0f} MiB | {best.latency_p50 * 1000:,.0f} ms | "
-                    f"{best.latency_p99 * 1000:,.0f} ms | {best.load:.2f} |"
+                    f"{best.latency_p99 * 1000:,.0f} ms | {best.cpu_per_record * 1e6:.1f} µs | "
+                    f"{best.load:.2f} |"
                 )
             report.append("")
-        if stages and profile_trial is not None:
+        for profile_trial, stages, functions, samples in profiles:
+            if not stages:
+                continue
             report.append(
-                f"### Relay CPU by stage (py-spy, {samples:,} samples at "
+                f"### Relay CPU by stage, v{profile_trial.version} (py-spy, {samples:,} samples at "
                 f"{profile_trial.rate:,.0f} records/s into {profile_trial.endpoint}, "
                 f"latency p50 {profile_trial.latency_p50 * 1000:.0f} ms, "
-                f"p99 {profile_trial.latency_p99 * 1000:.0f} ms, "
+                f"p99 {profile_trial.latency_p99 * 1000:.0f} ms, relay CPU "
+                f"{profile_trial.cpu_per_record * 1e6:.1f} µs/record, "
                 f"load {profile_trial.load:.2f})"
             )
             report.append("")
@@ -1013,7 +1104,7 @@ def main() -> None:
                 report.append(f"| `{where}` | {share:.1%} |")
             report.append("")
         if nfcapd_best is not None or parse:
-            ours = results.get("openssl") or next(iter(results.values()), None)
+            ours = results.get((5, "openssl")) or next(iter(results.values()), None)
             report.append("### Side by side, same datagrams")
             report.append("")
             report.append("| program | records/s | relay's ratio to it |")

@@ -149,7 +149,8 @@ class ExporterTable:
         self._entries[key] = entry
         log.info(
             f"new exporter {describe(key[0], key[1])}",
-            extra={"event": "exporter_new", "exporter": key[0], "domain": key[1]},
+            extra={"event": "exporter_new", "exporter": key[0]}
+            | ({} if key[1] is None else {"domain": key[1]}),
         )
         return entry
 
@@ -229,7 +230,8 @@ class ExporterTable:
                     first_seen=entry.first_seen,
                     last_seen=entry.last_seen,
                     records_per_second=sum(entry.ring) / span,
-                    templates=known.get(entry.address, 0) if entry is not self._other else 0,
+                    # Templates are v9/IPFIX's: an address's v1-v7 row has none.
+                    templates=known.get(entry.address, 0) if entry.domain is not None else 0,
                     silent=entry.silent,
                 )
             )

@@ -342,6 +342,8 @@ function cell(row,text,num){const td=row.insertCell();td.textContent=text;
 if(num)td.className="n";}
 function name(e){return e.domain===null?e.exporter:e.exporter+" (domain "+e.domain+")";}
 function ver(v){return v===10?"IPFIX":"v"+v;}
+function size(n){for(const [u,b] of [["GiB",2**30],["MiB",2**20],["KiB",1024]])
+if(n>=b)return (n/b).toFixed(1)+" "+u;return n+" B";}
 function render(d){
  const body=document.getElementById("exporters");body.replaceChildren();
  for(const e of d.exporters){const r=body.insertRow();if(e.silent)r.className="silent";
@@ -352,7 +354,7 @@ function render(d){
  if(!d.exporters.length){const r=body.insertRow();cell(r,"no exporter has sent anything yet");}
  const p=d.pipeline,pipe=document.getElementById("pipeline");pipe.replaceChildren();
  const rows=[["Spool pending lines",String(p.spool_pending_lines)],
-  ["Spool bytes",p.spool_bytes+(p.spool_max_bytes?" of "+p.spool_max_bytes:"")],
+  ["Spool bytes",size(p.spool_bytes)+(p.spool_max_bytes?" of "+size(p.spool_max_bytes):"")],
   ["Oldest pending line",ago(p.spool_oldest_pending_seconds)],
   ["Endpoint",p.endpoints.map(e=>e.endpoint||"not connected").join(", ")],
   ["Client certificate",p.certificate_not_after===null?"none":

@@ -82,7 +82,9 @@ class Pipeline:
 
 
 class DropWindow:
-    """Kernel drops over the last minute, from the running total sampled every tick."""
+    """Kernel drops over the last minute, from the running total sampled every tick: since
+    the newest sample at least a minute old (so a drop is reported for a minute at least, and
+    for a minute and a tick at most)."""
 
     def __init__(self) -> None:
         self._samples: deque[tuple[float, int]] = deque()

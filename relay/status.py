@@ -176,22 +176,28 @@ def attention(doc: Document) -> list[str]:
 
 
 def merge(docs: Sequence[Document], now: float) -> Document:
-    """The supervisor's document: its workers' exporters side by side (each exporter is
-    steered to one worker; the "other" rows are summed), their pipelines summed (the oldest
-    line is the oldest of all; the certificate, the first to expire)."""
-    exporters: list[dict[str, Any]] = []
-    other: dict[str, Any] | None = None
+    """The supervisor's document: its workers' exporters side by side, their pipelines summed
+    (the oldest line is the oldest of all; the certificate, the first to expire).
+
+    Each exporter is steered to one worker, but not always the same one: datagrams that
+    arrived while a worker was starting or restarting went to another. Rows of the same
+    exporter are summed into one, which is silent only if every worker finds it silent (the
+    one that heard it once, long ago, does not make it silent while another hears it now);
+    the "other" rows are summed likewise."""
+    rows: dict[tuple[str, int | None], dict[str, Any]] = {}
     for doc in docs:
         for e in doc["exporters"]:
-            if e["exporter"] != OTHER:
-                exporters.append(e)
-            elif other is None:
-                other = dict(e, malformed=dict(e["malformed"]))
-            else:
-                other = _sum_other(other, e)
-    exporters.sort(key=lambda e: (e["exporter"], e["domain"] is not None, e["domain"] or 0))
-    if other is not None:
-        exporters.append(other)
+            key = (e["exporter"], e["domain"])
+            rows[key] = _sum_rows(rows[key], e) if key in rows else dict(e)
+    exporters = sorted(
+        rows.values(),
+        key=lambda e: (
+            e["exporter"] == OTHER,
+            e["exporter"],
+            e["domain"] is not None,
+            e["domain"] or 0,
+        ),
+    )
     pipes = [d["pipeline"] for d in docs]
     expiries = [p["certificate_not_after"] for p in pipes if p["certificate_not_after"]]
     merged: Document = {
@@ -220,7 +226,7 @@ def merge(docs: Sequence[Document], now: float) -> Document:
     return merged
 
 
-def _sum_other(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+def _sum_rows(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     out = dict(a)
     for key in ("datagrams", "records", "flows_lost", "records_per_second"):
         out[key] = a[key] + b[key]
@@ -233,6 +239,8 @@ def _sum_other(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     out["loss_ratio"] = out["flows_lost"] / total if total else 0.0
     out["first_seen"] = min(a["first_seen"], b["first_seen"])
     out["last_seen"] = max(a["last_seen"], b["last_seen"])
+    out["templates"] = max(a["templates"], b["templates"])
+    out["silent"] = a["silent"] and b["silent"]
     return out
 
 

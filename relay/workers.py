@@ -360,8 +360,15 @@ def _scrape(port: int, path: str = "/metrics") -> str:
         return ""
 
 
-MAXIMA = frozenset({"flowrelay_spool_oldest_pending_seconds"})
-"""Gauges whose total over the workers is their maximum (the oldest line of all spools)."""
+MAXIMA = frozenset(
+    {"flowrelay_spool_oldest_pending_seconds", "flowrelay_exporter_last_seen_timestamp_seconds"}
+)
+"""Gauges whose total over the workers is their maximum (the oldest line of all spools; an
+exporter was last seen when any worker last saw it)."""
+MINIMA = frozenset({"flowrelay_exporter_silent"})
+"""Gauges whose total is their minimum: an exporter is silent only if silent on every worker
+that knows it (datagrams that reached another worker while its own was starting leave a row
+there that falls silent)."""
 
 
 def sum_expositions(texts: Sequence[str]) -> list[Metric]:
@@ -392,6 +399,8 @@ def sum_expositions(texts: Sequence[str]) -> list[Metric]:
                     series[key] = sample.value
                 elif family.name in MAXIMA:
                     series[key] = max(series[key], sample.value)
+                elif family.name in MINIMA:
+                    series[key] = min(series[key], sample.value)
                 elif family.name.endswith("_timestamp_seconds"):
                     # A moment, not a count: the earliest is what needs attention (a worker
                     # that refused a reload still holds the older certificate).

@@ -162,7 +162,7 @@ def test_the_supervisor_serves_the_merge_and_leaves_out_a_worker_cut_off() -> No
     total = MetricsSum()
     total.update([], [json.dumps(doc), '{"exporters": [', json.dumps(doc)])
     merged = json.loads(total.status_json())
-    assert [e["exporter"] for e in merged["exporters"]] == ["10.0.0.1", "10.0.0.1"]
+    assert [(e["exporter"], e["records"]) for e in merged["exporters"]] == [("10.0.0.1", 60)]
     assert merged["pipeline"]["spool_pending_lines"] == 20
 
 
@@ -225,3 +225,38 @@ def test_the_exporter_keys_round_trip_through_the_workers_document() -> None:
     config = load({"metrics": {"max_exporters": 9}, "exporters": {"silent_after": 60}}, environ={})
     assert (config.metrics.max_exporters, config.exporters.silent_after) == (9, 60.0)
     assert load(to_document(config), environ={}) == config
+
+
+def test_an_exporter_heard_by_two_workers_is_one_row_silent_only_if_silent_on_both() -> None:
+    clock = Clock()
+    early = table_of(clock, ("10.0.0.1", None, 10))  # heard once while the other started
+    clock.now += 1000
+    early.tick()
+    now = table_of(clock, ("10.0.0.1", None, 30))
+    docs = [document(t.views(), t.others, pipeline(), clock()) for t in (early, now)]
+    assert docs[0]["attention"]  # the early worker alone finds it silent
+    merged = merge(docs, clock())
+    (row,) = merged["exporters"]
+    assert (row["records"], row["silent"], row["last_seen"]) == (40, False, clock())
+    assert merged["attention"] == []
+
+
+def test_the_supervisors_metrics_take_an_exporter_as_silent_only_if_every_worker_does() -> None:
+    clock = Clock()
+    texts = []
+    for silent in (True, False):
+        exporters = table_of(clock, ("10.0.0.1", None, 10))
+        if silent:
+            clock.now += 1000
+            exporters.tick()
+        registry = Registry()
+        register_exporter_collector(registry, exporters, dict)
+        texts.append(registry.render())
+    total = MetricsSum()
+    total.update(texts)
+    scrape = parse_metrics(total.render())
+    assert scrape.value("flowrelay_exporter_silent", exporter="10.0.0.1") == 0
+    assert scrape.value("flowrelay_exporter_last_seen_timestamp_seconds", exporter="10.0.0.1") == (
+        clock.now
+    )
+    assert scrape.value("flowrelay_exporter_records_total", exporter="10.0.0.1") == 20

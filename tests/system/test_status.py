@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import trio
 from support.relayproc import LOOPBACK, REPO, RelayProcess, http_get, tls_args
@@ -204,3 +205,74 @@ async def check_status(
     assert [e["exporter"] for e in relay.events("exporter_silent")][:1] == ["127.0.0.1"]
     scraped = relay.scrape()
     assert scraped.value("flowrelay_exporter_silent", exporter="127.0.0.1") == 1
+
+
+async def test_the_supervisor_of_two_workers_serves_their_status_merged(
+    tmp_path: Path, tls_ca: TlsFiles, tls_server: TlsFiles, tls_client: TlsFiles
+) -> None:
+    sink = SyslogSink(
+        ssl_context=server_context(cert=tls_server.cert, key=tls_server.key, client_ca=tls_ca.ca)
+    )
+    udp_port, metrics_port = free_port(kind=socket.SOCK_DGRAM), free_port()
+    async with trio.open_nursery() as nursery:
+        sink_port = await nursery.start(sink.run)
+        args = relay_args(tmp_path, tls_ca, tls_client, sink_port)
+        args[args.index("--listen") + 1] = f"{LOOPBACK}:{udp_port}"
+        args[args.index("--metrics") + 1] = f"{LOOPBACK}:{metrics_port}"
+        log = (tmp_path / "relay.log").open("wb")
+        relay = subprocess.Popen(
+            [sys.executable, "-m", "relay", "run", "--workers", "2", *args],
+            stderr=log,
+            cwd=REPO,
+            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        )
+        try:
+            await check_merged(udp_port, metrics_port, sink_port)
+        finally:
+            relay.kill()
+            relay.wait()
+            log.close()
+        nursery.cancel_scope.cancel()
+
+
+def merged_and_healthy(doc: dict[str, Any]) -> bool:
+    return (
+        len(doc["exporters"]) == 3
+        and len(doc["pipeline"]["endpoints"]) == 2
+        and not doc["attention"]
+    )
+
+
+async def check_merged(udp_port: int, metrics_port: int, sink_port: int) -> None:
+    senders = []
+    for host in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((host, 0))
+        senders.append((sock, SyntheticExporter(rng=random.Random(host), boot_time=time.time())))
+    deadline = trio.current_time() + 30
+    doc: dict[str, Any] = {}
+    try:
+        while trio.current_time() < deadline:
+            for sock, exporter in senders:
+                sock.sendto(exporter.datagram(5, 10, time.time()), (LOOPBACK, udp_port))
+            try:
+                code, body = http_get(metrics_port, "/status")
+            except OSError:  # the supervisor is not listening yet
+                code, body = 0, ""
+            if code == 200:
+                doc = json.loads(body)
+                if merged_and_healthy(doc):
+                    break
+            await trio.sleep(0.2)
+        else:
+            raise AssertionError(f"no merged, healthy status within 30 s: {doc}")
+        done = await trio.to_thread.run_sync(
+            relay_status, "--metrics", f"{LOOPBACK}:{metrics_port}"
+        )
+    finally:
+        for sock, _ in senders:
+            sock.close()
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line.split()[0] for line in done.stdout.splitlines()[1:4]]
+    assert rows == ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    assert f"endpoint     {LOOPBACK}:{sink_port}, {LOOPBACK}:{sink_port}" in done.stdout

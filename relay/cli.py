@@ -35,6 +35,8 @@ from relay.sendtest import VERSIONS as SEND_VERSIONS
 from relay.sendtest import send_test
 from relay.service import hangup_ignored, run_relay
 from relay.spool import FsyncPolicy
+from relay.status import StatusUnavailable, fetch_status
+from relay.status import table as status_table
 from relay.workers import run_supervisor, worker_config, worker_heartbeat
 
 
@@ -111,6 +113,22 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument(
         "--rate", type=float, default=100.0, help="datagrams per second, 0 = flat out"
     )
+
+    st = commands.add_parser(
+        "status",
+        help="what a running relay sees: its exporters and its pipeline",
+        description="Read a running relay's /status and print its exporters (versions, "
+        "records/s over the last minute, last seen, loss, templates) and its pipeline "
+        "(spool, endpoint, certificate, kernel drops). Exits 1 when something needs "
+        "attention (each is said), 75 when the relay cannot be reached.",
+    )
+    where = st.add_mutually_exclusive_group()
+    where.add_argument(
+        "--metrics",
+        metavar="ADDR:PORT",
+        help="the relay's metrics address (default 127.0.0.1:9712)",
+    )
+    where.add_argument("-c", "--config", type=Path, help="the relay's configuration file")
 
     certs = commands.add_parser("certs", help="certificate helpers")
     certs_cmds = certs.add_subparsers(dest="certs_command", required=True, parser_class=_Parser)
@@ -281,6 +299,29 @@ def _cmd_send_test(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    if args.metrics is not None:
+        try:
+            address = parse_hostport(args.metrics, key="--metrics")
+        except ConfigError as exc:
+            raise UsageError(f"relay status: {exc}") from None
+    else:
+        found = read_config(args.config, Overrides()).metrics.address
+        if found is None:
+            raise UsageError(
+                f"relay status: metrics.address is off in {args.config}: the relay serves no "
+                "/status"
+            )
+        address = found
+    try:
+        doc = fetch_status(address.host, address.port)
+    except StatusUnavailable as exc:
+        print(f"relay status: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
+    sys.stdout.write(status_table(doc))
+    return EX_FAILURE if doc["attention"] else EX_OK
+
+
 def _cmd_certs(args: argparse.Namespace) -> int:
     if args.certs_command == "request":
         return _certs_request(args)
@@ -331,6 +372,7 @@ COMMANDS = {
     "demo": _cmd_demo,
     "send-test": _cmd_send_test,
     "certs": _cmd_certs,
+    "status": _cmd_status,
 }
 
 

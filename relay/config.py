@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from relay import values
 from relay.addresses import format_hostport, parse_hostport
 from relay.errors import ConfigError
+from relay.exporters import ExportersConfig
 from relay.flows.config import TemplatesConfig
 from relay.forward.config import MAX_BATCH_BYTES, ForwardSettings, TlsSettings
 from relay.framing import FRAMINGS, Framing
@@ -106,6 +107,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     templates: TemplatesConfig = field(default_factory=TemplatesConfig)
+    exporters: ExportersConfig = field(default_factory=ExportersConfig)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -196,6 +198,7 @@ def load(
             LogConfig, "log", doc.get("log", {}), format=("--log-format", flags.log_format or None)
         ),
         templates=_component(TemplatesConfig, "templates", doc.get("templates", {})),
+        exporters=_component(ExportersConfig, "exporters", doc.get("exporters", {})),
     )
 
 
@@ -281,7 +284,10 @@ def to_document(config: Config) -> dict[str, Any]:
             "stall_timeout": forward.stall_timeout,
             "failover_after": forward.failover_after,
         },
-        "metrics": {"address": "off" if address is None else str(address)},
+        "metrics": {
+            "address": "off" if address is None else str(address),
+            "max_exporters": config.metrics.max_exporters,
+        },
         "log": {
             "format": str(config.log.format),
             "level": str(config.log.level),
@@ -299,6 +305,7 @@ def to_document(config: Config) -> dict[str, Any]:
             "hold_bytes_per_exporter": _size(t.hold_bytes_per_exporter),
             "hold_bytes": _size(t.hold_bytes),
         },
+        "exporters": {"silent_after": config.exporters.silent_after},
         "endpoint": endpoints,
     }
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from relay.addresses import exporter_address
 from relay.allow import AllowList
 from relay.errors import DecodeError
+from relay.exporters import Exporter, ExporterTable
 from relay.flows import SUPPORTED_VERSIONS
 from relay.flows.messages import TEMPLATE_VERSIONS
 from relay.flows.template_decoder import TemplateDecoder
@@ -31,6 +32,20 @@ _OTHER_VERSION = (("version", "other"),)
 _CACHE_LIMIT = 65536
 
 
+class _Source:
+    """What one socket source resolves to, found with one dict lookup per datagram: its
+    exporter address, whether the allow-list takes it (the list does not change while the
+    relay runs), and its v1-v7 entry in the exporter table (made on its first such datagram:
+    a v9/IPFIX exporter has entries per domain instead)."""
+
+    __slots__ = ("allowed", "entry", "exporter")
+
+    def __init__(self, exporter: str, allowed: bool) -> None:
+        self.exporter = exporter
+        self.allowed = allowed
+        self.entry: Exporter | None = None
+
+
 class Ingest:
     def __init__(
         self,
@@ -43,6 +58,7 @@ class Ingest:
         limiter: RateLimiter | None = None,
         templates: TemplateDecoder | None = None,
         wall_clock: Callable[[], float] = time.time,
+        exporters: ExporterTable | None = None,
     ) -> None:
         self._renderer = renderer
         self._allow = allow
@@ -51,7 +67,8 @@ class Ingest:
         # Not ``sequences or ...``: an empty tracker has a length of 0, and is falsy.
         self.sequences = SequenceTracker() if sequences is None else sequences
         self._log_limited = RateLimitedLog(log, clock=clock, limiter=limiter)
-        self._exporters: dict[str, str] = {}
+        self._sources: dict[str, _Source] = {}
+        self.exporters = ExporterTable(wall_clock=wall_clock) if exporters is None else exporters
         self.templated = TemplatedIngest(
             renderer=renderer,
             metrics=metrics,
@@ -60,6 +77,7 @@ class Ingest:
             log=self._log_limited,
             clock=clock,
             wall_clock=wall_clock,
+            exporters=self.exporters,
         )
 
     def process(self, data: bytes, source: str, port: int = 0) -> list[bytes]:
@@ -69,12 +87,11 @@ class Ingest:
         m = self._metrics
         version = (data[0] << 8 | data[1]) if len(data) >= 2 else -1
         m.packets_received.inc(1, _VERSION_LABELS.get(version, _OTHER_VERSION))
-        exporter = self._exporters.get(source)
-        if exporter is None:
-            if len(self._exporters) >= _CACHE_LIMIT:
-                self._exporters.clear()
-            exporter = self._exporters[source] = exporter_address(source)
-        if not self._allow.allows(exporter):
+        src = self._sources.get(source)
+        if src is None:
+            src = self._resolve(source)
+        exporter = src.exporter
+        if not src.allowed:
             m.packets_denied.inc()
             self._log(
                 "datagram_denied",
@@ -82,15 +99,27 @@ class Ingest:
                 "datagram dropped: exporter is outside the allow-list (listen.allow / --allow)",
             )
             return []
-        try:
-            if version in TEMPLATE_VERSIONS:
+        if version in TEMPLATE_VERSIONS:
+            try:
                 return self.templated.process(data, exporter, port)
+            except DecodeError as exc:
+                # The header is unusable: its domain is read from where it would be.
+                bad = self.exporters.entry(exporter, _raw_domain(data, version))
+                bad.datagrams += 1
+                bad.malformed_datagram(exc.reason)
+                self._malformed(exc, exporter)
+                return []
+        entry = src.entry or self._entry(src)
+        entry.datagrams += 1
+        try:
             rendered = self._renderer.render_datagram(data, exporter)
         except DecodeError as exc:
-            m.packets_malformed.inc(1, (("reason", exc.reason),))
-            self._log("datagram_malformed", exporter, f"datagram dropped: {exc}", reason=exc.reason)
+            entry.malformed_datagram(exc.reason)
+            self._malformed(exc, exporter)
             return []
+        entry.version_bits |= 1 << version
         header = rendered.header
+        entry.records += len(rendered.lines)
         m.records_decoded.inc(len(rendered.lines))
         for warning in rendered.warnings:
             m.packets_warning.inc(1, (("warning", warning),))
@@ -110,14 +139,36 @@ class Ingest:
             )
             if lost:
                 m.flows_lost.inc(lost)
+                entry.flows_lost += lost
         return rendered.lines
 
+    def _resolve(self, source: str) -> _Source:
+        if len(self._sources) >= _CACHE_LIMIT:
+            self._sources.clear()
+        exporter = exporter_address(source)
+        src = self._sources[source] = _Source(exporter, self._allow.allows(exporter))
+        return src
+
+    def _entry(self, src: _Source) -> Exporter:
+        entry = src.entry = self.exporters.entry(src.exporter)
+        return entry
+
+    def _malformed(self, exc: DecodeError, exporter: str) -> None:
+        self._metrics.packets_malformed.inc(1, (("reason", exc.reason),))
+        self._log("datagram_malformed", exporter, f"datagram dropped: {exc}", reason=exc.reason)
+
     def tick(self) -> None:
-        """Periodic: settle sequence gaps that no late datagram filled."""
-        lost = self.sequences.expire(self._clock())
+        """Periodic: settle sequence gaps that no late datagram filled (each one's loss
+        attributed to its exporter), and the exporter table's clock work."""
+        lost = 0
+        for key, flows in self.sequences.expire_each(self._clock()):
+            lost += flows
+            address, version, scope, _ = key
+            self.exporters.lost(address, scope if version in TEMPLATE_VERSIONS else None, flows)
         if lost:
             self._metrics.flows_lost.inc(lost)
         self.templated.tick()
+        self.exporters.tick()
 
     def flush(self) -> None:
         lost = self.sequences.flush()
@@ -130,3 +181,10 @@ class Ingest:
             self._log_limited.emit(key, message, event=event, exporter=exporter, reason=reason)
         else:
             self._log_limited.emit(key, message, event=event, exporter=exporter)
+
+
+def _raw_domain(data: bytes, version: int) -> int | None:
+    """The v9 Source ID (bytes 16-19) or IPFIX Observation Domain (12-15) of a message whose
+    header did not parse; None when the datagram is too short to hold it."""
+    at = 16 if version == 9 else 12
+    return int.from_bytes(data[at : at + 4]) if len(data) >= at + 4 else None

@@ -84,8 +84,16 @@ class MetricsConfig:
     """Where Prometheus scrapes ``/metrics``; ``address=None`` serves none."""
 
     address: HostPort | None = DEFAULT_METRICS
+    # Exporters with series of their own (flowrelay_exporter_*); the rest are summed under
+    # exporter="other" (relay.exporters bounds its table with it).
+    max_exporters: int = 256
 
     def __post_init__(self) -> None:
+        object.__setattr__(
+            self,
+            "max_exporters",
+            values.integer(self.max_exporters, "metrics.max_exporters", 1, 65536),
+        )
         raw: Any = self.address
         if raw is None or isinstance(raw, HostPort):
             return

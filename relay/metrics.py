@@ -25,6 +25,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from relay.errors import ConfigError
+from relay.exporters import ExporterTable
+from relay.status import PAGE
 
 log = logging.getLogger(__name__)
 
@@ -276,15 +278,87 @@ class RelayMetrics:
         )
 
 
+def register_exporter_collector(
+    registry: Registry, table: ExporterTable, templates: Callable[[], dict[str, int]]
+) -> None:
+    """The exporter table's series (``flowrelay_exporter_*``), read at scrape time; an
+    exporter is labelled by ``exporter`` (its address, or "other") and, for v9/IPFIX, its
+    ``domain``. Templates are known per address, so that series has no domain."""
+    f = registry.family
+
+    def labelled(name: str, kind: str, text: str) -> Family:
+        return f(name, kind, text, labelled=True)
+
+    datagrams = labelled(
+        "flowrelay_exporter_datagrams_total", "counter", "Datagrams received, by exporter"
+    )
+    records = labelled(
+        "flowrelay_exporter_records_total", "counter", "Flow records decoded, by exporter"
+    )
+    malformed = labelled(
+        "flowrelay_exporter_malformed_total",
+        "counter",
+        "Datagrams (v9/IPFIX: sets) dropped as not decodable, by exporter and reason",
+    )
+    lost = labelled(
+        "flowrelay_exporter_flows_lost_total",
+        "counter",
+        "Flows missing from the exporter's flow_sequence gaps",
+    )
+    last_seen = labelled(
+        "flowrelay_exporter_last_seen_timestamp_seconds",
+        "gauge",
+        "When the exporter last sent a datagram (UNIX time, to within a second)",
+    )
+    silent = labelled(
+        "flowrelay_exporter_silent",
+        "gauge",
+        "1 while the exporter has sent nothing for longer than exporters.silent_after",
+    )
+    known = labelled(
+        "flowrelay_exporter_templates", "gauge", "v9/IPFIX templates known from the address"
+    )
+    tracked = f("flowrelay_exporters", "gauge", "Exporters with series of their own")
+    others = f(
+        "flowrelay_exporters_other",
+        "gauge",
+        'Exporters beyond metrics.max_exporters, summed under exporter="other"',
+    )
+
+    def collect() -> None:
+        for fam in (datagrams, records, malformed, lost, last_seen, silent, known):
+            fam.values.clear()
+        for v in table.views():
+            labels: Labels = (("exporter", v.exporter),)
+            if v.domain is not None:
+                labels += (("domain", str(v.domain)),)
+            datagrams.set(v.datagrams, labels)
+            records.set(v.records, labels)
+            lost.set(v.flows_lost, labels)
+            last_seen.set(v.last_seen, labels)
+            silent.set(1 if v.silent else 0, labels)
+            for reason, count in v.malformed.items():
+                malformed.set(count, (*labels, ("reason", reason)))
+        for address, count in templates().items():
+            known.set(count, (("exporter", address),))
+        tracked.set(len(table))
+        others.set(table.others)
+
+    registry.add_collector(collect)
+
+
 async def serve_http(
     registry: Exposition,
     host: str,
     port: int,
     *,
     health: Callable[[], tuple[bool, str]],
+    status: Callable[[], bytes] | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """``GET /metrics`` and ``GET /healthz`` over plain HTTP/1.0; started() with the port."""
+    """``GET /metrics`` and ``GET /healthz`` over plain HTTP/1.0, and with ``status`` (the
+    JSON document of relay.status) ``GET /status`` and the page at ``GET /``; started() with
+    the port."""
 
     async def handle(stream: trio.SocketStream) -> None:
         try:
@@ -305,8 +379,12 @@ async def serve_http(
                 elif path == b"/healthz":
                     ok, text = health()
                     await _respond(stream, 200 if ok else 503, "text/plain", text + "\n")
+                elif path == b"/status" and status is not None:
+                    await _respond(stream, 200, "application/json", status())
+                elif path == b"/" and status is not None:
+                    await _respond(stream, 200, "text/html; charset=utf-8", PAGE)
                 else:
-                    await _respond(stream, 404, "text/plain", "not found: try /metrics\n")
+                    await _respond(stream, 404, "text/plain", "not found: try /metrics, /status\n")
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
         finally:

@@ -141,15 +141,24 @@ class SequenceTracker:
     def expire(self, now: float) -> int:
         """Count gaps older than ``hold`` and forget streams idle for ``idle_timeout``; call
         periodically so quiet streams settle."""
-        lost = 0
+        return sum(lost for _, lost in self.expire_each(now))
+
+    def expire_each(self, now: float) -> list[tuple[StreamKey, int]]:
+        """:meth:`expire`, with the flows lost by stream (only streams that lost any): the
+        exporter table attributes them."""
+        found = []
         while self._streams:
             key, oldest = next(iter(self._streams.items()))
             if now - oldest.last_seen < self._idle_timeout:
                 break
             del self._streams[key]
             self._expired += 1
-            lost += self._forget(oldest, now)
-        return lost + sum(self._expire(s, now) for s in self._streams.values())
+            if lost := self._forget(oldest, now):
+                found.append((key, lost))
+        for key, stream in self._streams.items():
+            if lost := self._expire(stream, now):
+                found.append((key, lost))
+        return found
 
     def flush(self) -> int:
         """Count every open gap (shutdown)."""

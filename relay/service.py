@@ -15,6 +15,7 @@ the event loop itself, so that a loop that hangs stops the pings and systemd res
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -32,17 +33,19 @@ from relay.certs import client_context
 from relay.certwatch import ClientTls, register_expiry_metric
 from relay.config import Config
 from relay.errors import ConfigError
+from relay.exporters import ExporterTable
 from relay.flows.config import TemplatesConfig, TemplateScopeMode
 from relay.flows.template_decoder import TemplateDecoder
 from relay.flows.template_store import FILE_NAME as TEMPLATE_FILE
 from relay.flows.templates import TemplateCache
 from relay.forward import Endpoint, Forwarder, ForwarderConfig, ForwarderStats
 from relay.ingest import Ingest
-from relay.metrics import RelayMetrics, serve_http
+from relay.metrics import RelayMetrics, register_exporter_collector, serve_http
 from relay.receiver import UdpReceiver, open_udp_socket
 from relay.render import Renderer
 from relay.sequence import SequenceTracker
 from relay.spool import FsyncPolicy, Spool, SpoolStats
+from relay.status import DropWindow, Pipeline, document, sorted_views
 from relay.systemd import (
     READY,
     STOPPING,
@@ -202,6 +205,11 @@ async def _serve(
         clock=time.monotonic,
         templates=template_decoder(config.templates),
         wall_clock=time.time,
+        exporters=ExporterTable(
+            wall_clock=time.time,
+            max_exporters=config.metrics.max_exporters,
+            silent_after=config.exporters.silent_after,
+        ),
     )
     decoder = ingest.templated.decoder
     state_file = config.spool.directory / TEMPLATE_FILE if config.templates.persist else None
@@ -214,6 +222,9 @@ async def _serve(
     _register_collectors(metrics, spool, forwarder, receivers)
     _register_sequence_collector(metrics, ingest.sequences)
     _register_template_collector(metrics, decoder)
+    register_exporter_collector(
+        metrics.registry, ingest.exporters, lambda: dict(decoder.statistics().per_exporter)
+    )
     stats = _Stats(metrics, spool, forwarder)
     tls = None
     if fconfig.ssl_context is not None:
@@ -223,6 +234,7 @@ async def _serve(
             cert=config.endpoints[0].cert,
         )
         register_expiry_metric(metrics.registry, tls)
+    overview = _Status(ingest, spool, forwarder, receivers, tls)
 
     def health() -> tuple[bool, str]:
         f = forwarder.statistics()
@@ -245,10 +257,21 @@ async def _serve(
                     address.host,
                     address.port,
                     health=health,
+                    status=overview.json,
                 )
             )
         nursery.start_soon(
-            partial(_housekeeping, config, spool, ingest, templates, stats, notify=notify, tls=tls)
+            partial(
+                _housekeeping,
+                config,
+                spool,
+                ingest,
+                templates,
+                stats,
+                notify=notify,
+                tls=tls,
+                overview=overview,
+            )
         )
         if notify.watchdog_period is not None:
             nursery.start_soon(ping_watchdog, notify, notify.watchdog_period)
@@ -399,6 +422,47 @@ class _Stats:
         return stats_line(self._metrics, self._spool.statistics(), self._forwarder.statistics())
 
 
+class _Status:
+    """The /status document (relay.status) from the running components."""
+
+    def __init__(
+        self,
+        ingest: Ingest,
+        spool: Spool,
+        forwarder: Forwarder,
+        receivers: Sequence[UdpReceiver],
+        tls: ClientTls | None,
+    ) -> None:
+        self._ingest, self._spool, self._forwarder = ingest, spool, forwarder
+        self._receivers, self._tls = receivers, tls
+        self._drops = DropWindow()
+        self._recent_drops = 0
+
+    def tick(self) -> None:
+        """Every housekeeping turn: sample the kernel's drop counters for "growing"."""
+        total = sum(r.kernel_drops() for r in self._receivers)
+        self._recent_drops = self._drops.observe(time.monotonic(), total)
+
+    def json(self) -> bytes:
+        now = time.time()
+        s, f = self._spool.statistics(), self._forwarder.statistics()
+        table = self._ingest.exporters
+        pipeline = Pipeline(
+            spool_pending_lines=s.pending_lines,
+            spool_bytes=s.disk_bytes,
+            spool_max_bytes=s.max_bytes,
+            spool_oldest_pending_seconds=s.oldest_pending_age(now),
+            endpoint=f.endpoint if f.connected else None,
+            certificate_not_after=self._tls.not_after if self._tls is not None else None,
+            kernel_drops=sum(r.kernel_drops() for r in self._receivers),
+            kernel_drops_last_minute=self._recent_drops,
+        )
+        views = sorted_views(
+            table.views(dict(self._ingest.templated.decoder.statistics().per_exporter))
+        )
+        return json.dumps(document(views, table.others, pipeline, now)).encode()
+
+
 async def _housekeeping(
     config: Config,
     spool: Spool,
@@ -408,6 +472,7 @@ async def _housekeeping(
     *,
     notify: Notifier,
     tls: ClientTls | None,
+    overview: _Status,
 ) -> None:
     interval = config.spool.fsync is FsyncPolicy.INTERVAL
     next_stats = trio.current_time() + config.log.stats_interval
@@ -420,6 +485,7 @@ async def _housekeeping(
         else:
             spool.save_cursor()
         ingest.tick()
+        overview.tick()
         if templates.due(time.time()):
             await templates.save()
         if notify.enabled:

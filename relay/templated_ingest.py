@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
+from relay.exporters import Exporter, ExporterTable
 from relay.flows import messages
 from relay.flows.model import Message, Problem
 from relay.flows.options_state import OptionsKey
@@ -42,6 +43,7 @@ class TemplatedIngest:
         log: RateLimitedLog,
         clock: Callable[[], float],
         wall_clock: Callable[[], float],
+        exporters: ExporterTable,
     ) -> None:
         self._renderer = renderer
         self._metrics = metrics
@@ -50,11 +52,16 @@ class TemplatedIngest:
         self._log = log
         self._clock = clock
         self._wall = wall_clock
+        self._exporters = exporters
 
     def process(self, data: bytes, exporter: str, port: int) -> list[bytes]:
         """Raises DecodeError when the message header itself is unusable (the caller counts
         the datagram as malformed); every fault past the header is one set's."""
         message = messages.parse(data)
+        header = message.header
+        entry = self._exporters.entry(exporter, header.domain)
+        entry.datagrams += 1
+        entry.version_bits |= 1 << header.version
         decoded = self.decoder.decode(message, exporter, port, self._wall())
         lines: list[bytes] = []
         render = self._renderer.render_template
@@ -73,12 +80,13 @@ class TemplatedIngest:
             lines += got
             problems += tail
         if problems:
-            self._count_problems(problems, exporter, message.header.version)
+            self._count_problems(problems, exporter, header.version, entry)
         if message.warnings:
             for warning in message.warnings:
                 self._metrics.packets_warning.inc(1, (("warning", warning),))
         self._metrics.records_decoded.inc(len(lines))
-        self._sequence(message, decoded, exporter)
+        entry.records += len(lines)
+        self._sequence(message, decoded, exporter, entry)
         return lines
 
     def tick(self) -> None:
@@ -107,10 +115,13 @@ class TemplatedIngest:
             system_init_ms=options.system_init_ms(key),
         )
 
-    def _count_problems(self, problems: list[Problem], exporter: str, version: int) -> None:
+    def _count_problems(
+        self, problems: list[Problem], exporter: str, version: int, entry: Exporter
+    ) -> None:
         inc = self._metrics.sets_dropped.inc
         for problem in problems:
             inc(1, (("reason", problem.reason),))
+            entry.malformed_datagram(problem.reason)
             self._log.emit(
                 ("set_dropped", exporter, problem.reason),
                 f"NetFlow v{version} set dropped: {problem.detail}",
@@ -121,7 +132,7 @@ class TemplatedIngest:
                 offset=problem.offset,
             )
 
-    def _sequence(self, message: Message, decoded: Decoded, exporter: str) -> None:
+    def _sequence(self, message: Message, decoded: Decoded, exporter: str, entry: Exporter) -> None:
         header = message.header
         key = (exporter, *header.sequence_scope)
         # v9 counts export packets; IPFIX data records, unknown (None) while a set of the
@@ -130,6 +141,7 @@ class TemplatedIngest:
         lost = self._sequences.observe(key, header.flow_sequence, step, self._clock())
         if lost:
             self._metrics.flows_lost.inc(lost)
+            entry.flows_lost += lost
 
 
 _WAITED_FOR = {

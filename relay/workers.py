@@ -25,6 +25,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -39,9 +40,9 @@ from prometheus_client.registry import Collector
 from relay.addresses import HostPort
 from relay.config import Config, load, to_document
 from relay.errors import EX_CONFIG, EX_OK, ConfigError
-from relay.listen import MetricsConfig
 from relay.metrics import client_registry, expose, serve_http
 from relay.service import wait_for_stop_signal
+from relay.status import Document, merge
 from relay.systemd import (
     READY,
     STOPPING,
@@ -160,6 +161,7 @@ async def _supervise(
                     address.host,
                     address.port,
                     health=lambda: _health(workers, stopping),
+                    status=total.status_json,
                 )
             )
         log.info(
@@ -308,11 +310,27 @@ class MetricsSum(Collector):
 
     def __init__(self) -> None:
         self._families: list[Metric] = []
+        self._statuses: list[Document] = []
         self._client = client_registry(self)
 
-    def update(self, texts: Sequence[str]) -> None:
-        """Replace the sum with that of the workers' expositions ``texts``."""
+    def update(self, texts: Sequence[str], statuses: Sequence[str] = ()) -> None:
+        """Replace the sum with that of the workers' expositions ``texts``, and the status
+        with the merge of their /status documents ``statuses`` (one that does not parse,
+        a worker cut off mid-answer, is left out)."""
         self._families = sum_expositions(texts)
+        docs = []
+        for text in statuses:
+            try:
+                doc = json.loads(text)
+            except ValueError:
+                continue
+            if isinstance(doc, dict) and "pipeline" in doc:
+                docs.append(doc)
+        self._statuses = docs
+
+    def status_json(self) -> bytes:
+        """The workers' /status merged (relay.status.merge), as of the last refresh."""
+        return json.dumps(merge(self._statuses, time.time())).encode()
 
     def collect(self) -> list[Metric]:
         return self._families
@@ -327,26 +345,30 @@ class MetricsSum(Collector):
 async def _refresh_forever(workers: Sequence[_Worker], total: MetricsSum) -> None:
     """Scrape the workers once a second, so a scrape of the supervisor never waits on one."""
     while True:
-        total.update(
-            [
-                await trio.to_thread.run_sync(_scrape, w.metrics_port)
-                for w in workers
-                if w.metrics_port is not None
-            ]
-        )
+        ports = [w.metrics_port for w in workers if w.metrics_port is not None]
+        texts = [await trio.to_thread.run_sync(_scrape, port) for port in ports]
+        statuses = [await trio.to_thread.run_sync(_scrape, port, "/status") for port in ports]
+        total.update(texts, statuses)
         await trio.sleep(1.0)
 
 
-def _scrape(port: int) -> str:
+def _scrape(port: int, path: str = "/metrics") -> str:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as reply:
             return str(reply.read().decode())
     except OSError:
         return ""
 
 
-MAXIMA = frozenset({"flowrelay_spool_oldest_pending_seconds"})
-"""Gauges whose total over the workers is their maximum (the oldest line of all spools)."""
+MAXIMA = frozenset(
+    {"flowrelay_spool_oldest_pending_seconds", "flowrelay_exporter_last_seen_timestamp_seconds"}
+)
+"""Gauges whose total over the workers is their maximum (the oldest line of all spools; an
+exporter was last seen when any worker last saw it)."""
+MINIMA = frozenset({"flowrelay_exporter_silent"})
+"""Gauges whose total is their minimum: an exporter is silent only if silent on every worker
+that knows it (datagrams that reached another worker while its own was starting leave a row
+there that falls silent)."""
 
 
 def sum_expositions(texts: Sequence[str]) -> list[Metric]:
@@ -377,6 +399,8 @@ def sum_expositions(texts: Sequence[str]) -> list[Metric]:
                     series[key] = sample.value
                 elif family.name in MAXIMA:
                     series[key] = max(series[key], sample.value)
+                elif family.name in MINIMA:
+                    series[key] = min(series[key], sample.value)
                 elif family.name.endswith("_timestamp_seconds"):
                     # A moment, not a count: the earliest is what needs attention (a worker
                     # that refused a reload still holds the older certificate).
@@ -395,5 +419,5 @@ def as_worker(config: Config, index: int) -> Config:
     return replace(
         config,
         spool=replace(config.spool, directory=config.spool.directory / f"worker-{index}"),
-        metrics=MetricsConfig(address=HostPort(host="127.0.0.1", port=0)),
+        metrics=replace(config.metrics, address=HostPort(host="127.0.0.1", port=0)),
     )

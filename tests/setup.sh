@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-PACKAGES="rsyslog rsyslog-openssl rsyslog-gnutls softflowd fprobe nfdump tcpdump procps openssl nftables iproute2 pmacct keepalived prometheus"
+PACKAGES="rsyslog rsyslog-openssl rsyslog-gnutls softflowd fprobe nfdump tcpdump procps openssl nftables iproute2 pmacct keepalived prometheus chromium"
 missing=""
 for p in $PACKAGES; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

@@ -176,7 +176,7 @@ def export(
             assert PMACCTD is not None
             pm = run_pmacctd(PMACCTD, capture, collector.address, version=version,
                              config_dir=tmp_path, sampling_rate=sampling)  # fmt: skip
-            assert pm.returncode == 0, f"pmacctd failed: {pm.log}"
+            assert pm.finished, f"pmacctd failed: {pm.log}"
             started, finished, pid = pm.started_ns, pm.finished_ns, 0
         # Both have sent everything before they exit; the socket buffer holds it.
         received = collector.receive(until_idle=0.3, deadline=time.monotonic() + 5)

@@ -27,7 +27,8 @@ What is measured:
    search steps up ×2 from ``--start-rate`` with ``--search-seconds`` trials until a trial
    loses, bisects to ``--precision``, then confirms the best rate with a ``--seconds`` trial
    (stepping down 10 % until one passes). Each trial has a fresh relay and endpoint. Reported:
-   records/s, packets/s, the relay's peak RSS (VmHWM) and latency;
+   records/s, packets/s, the relay's peak RSS (VmHWM), latency, and the relay's CPU time per
+   record (user + system, workers included), which depends far less on the host's load;
 3. latency: a sampler polls the endpoint's output file every 10 ms, reads the last complete
    line and looks up its ``flow_sequence`` (the header's sequence: per datagram in every
    version) in the generator's table of (sequence, send time) pairs. So it is send
@@ -42,6 +43,9 @@ What is measured:
 6. outage under load: at ``--outage-rate`` the endpoint is killed for ``--outage-seconds``
    and restarted; zero loss is checked per flow sequence (duplicates are allowed and
    counted), the peak RSS and spool backlog are reported, and the drain rate afterwards.
+
+With ``--workers N`` the load comes from 16 exporters, 127.0.0.1 to 127.0.0.16 (the relay
+steers its workers by source address), each with its own sequence stream and templates.
 
 The output ends with Markdown tables for BENCHMARKS.md.
 """

@@ -35,6 +35,7 @@ from support.pcapgen import (
 )
 from support.relayproc import LOOPBACK, RelayProcess, relay_processes, tls_args
 from support.rsyslog import RsyslogFactory
+from support.syslog import DEFAULT_LINE_RE, SPEC_COMMON_KEYS
 
 from relay.certs import TlsFiles
 
@@ -43,17 +44,6 @@ pytestmark = pytest.mark.skipif(
     SOFTFLOWD is None, reason="softflowd is not installed (apt-get install softflowd)"
 )
 
-# SPEC "The syslog line": the body keys in this order, written out here, not taken from the code.
-BODY_KEYS = (
-    "version", "exporter", "flow_sequence", "engine_type", "engine_id", "sampling_interval",
-    "sampling_mode", "first", "last", "src_addr", "dst_addr", "next_hop", "input_if",
-    "output_if", "packets", "bytes", "src_port", "dst_port", "protocol", "tcp_flags", "tos",
-    "src_as", "dst_as", "src_mask", "dst_mask",
-)  # fmt: skip
-RFC3164_RE = re.compile(
-    r"<14>(?P<stamp>[A-Z][a-z]{2} [ 0-9]\d \d\d:\d\d:\d\d) (?P<host>\S+) "
-    r"(?P<tag>netstat\.netflow\.lt): (?P<body>\{.*\})"
-)
 # softflowd keeps First, Last and SysUptime as truncated millisecond offsets from its start and
 # the export time separately, so a decoded absolute time may be 1 ms off the packet's time.
 TIME_TOLERANCE_MS = 1
@@ -255,7 +245,7 @@ def test_softflowd_to_rsyslog_over_mutual_tls(
     assert len(raw) == len(messages) == len(expected), platform.diagnostics()
     now = time.time()
     for line in raw:
-        match = RFC3164_RE.fullmatch(line)
+        match = DEFAULT_LINE_RE.fullmatch(line)
         assert match, f"not <14>Mmm dd HH:MM:SS HOST netstat.netflow.lt: {{...}}: {line!r}"
         assert match["host"] == LOOPBACK
         # The header carries the export time: softflowd exported moments ago.
@@ -270,7 +260,7 @@ def test_softflowd_to_rsyslog_over_mutual_tls(
         assert msg.tag == "netstat.netflow.lt:"
         assert msg.programname == "netstat.netflow.lt"
         body = json.loads(msg.body)
-        assert tuple(body) == BODY_KEYS, f"keys or their order differ: {tuple(body)}"
+        assert tuple(body) == SPEC_COMMON_KEYS, f"keys or their order differ: {tuple(body)}"
         assert body["version"] == 5
         assert body["exporter"] == LOOPBACK
         assert (body["sampling_interval"], body["sampling_mode"]) == (0, 0)

@@ -43,6 +43,7 @@ from support.known_flows import (
 )
 from support.relayproc import LOOPBACK, RelayProcess, relay_processes, tls_args
 from support.rsyslog import Rsyslog, RsyslogFactory
+from support.syslog import DEFAULT_LINE_RE
 
 from relay.certs import TlsFiles
 
@@ -50,17 +51,6 @@ SOFTFLOWD = find_binary("softflowd")
 PMACCTD = find_binary("pmacctd")
 SAMPLING = 4
 
-# SPEC "The syslog line" / "The line": the 25 common keys in this order, written out here.
-COMMON_KEYS = (
-    "version", "exporter", "flow_sequence", "engine_type", "engine_id", "sampling_interval",
-    "sampling_mode", "first", "last", "src_addr", "dst_addr", "next_hop", "input_if",
-    "output_if", "packets", "bytes", "src_port", "dst_port", "protocol", "tcp_flags", "tos",
-    "src_as", "dst_as", "src_mask", "dst_mask",
-)  # fmt: skip
-RFC3164_RE = re.compile(
-    r"<14>(?P<stamp>[A-Z][a-z]{2} [ 0-9]\d \d\d:\d\d:\d\d) (?P<host>\S+) "
-    r"(?P<tag>netstat\.netflow\.lt): (?P<body>\{.*\})"
-)
 # Checked on their own: the times (each exporter's precision differs) and the sequence.
 APART = ("first", "last", "flow_sequence")
 
@@ -257,7 +247,7 @@ def settle(relay: RelayProcess, platform: Rsyslog, *, at_least: int, exact: bool
     time.sleep(0.3)  # anything extra (a duplicate) would have been written by now
     raw = platform.lines()
     for line in raw:
-        match = RFC3164_RE.fullmatch(line)
+        match = DEFAULT_LINE_RE.fullmatch(line)
         assert match, f"not <14>Mmm dd HH:MM:SS HOST netstat.netflow.lt: {{...}}: {line!r}"
         assert match["host"] == LOOPBACK
     return raw

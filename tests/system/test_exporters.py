@@ -37,6 +37,7 @@ from support.exporters import (
     reserved_port,
     run_softflowd,
 )
+from support.known_flows import Sent as Pkt
 from support.pcapgen import (
     ACK,
     FIN,
@@ -58,7 +59,6 @@ from support.pcapgen import (
     pcap_bytes,
     pcapng_bytes,
     tcp,
-    udp,
 )
 
 from relay.errors import DecodeError
@@ -126,33 +126,6 @@ IPV4_TCP_OVERHEAD = 40
 # --------------------------------------------------------------------------------------------
 # The traffic fed to softflowd, and what softflowd must report for it
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Pkt:
-    """One packet of a test capture. For ICMP, ``sport``/``dport`` hold type and code."""
-
-    at_us: int  # offset from the capture's base time
-    src: str
-    dst: str
-    proto: int
-    sport: int
-    dport: int
-    flags: int = 0
-    payload: int = 0
-    tos: int = 0
-
-    def packet(self) -> bytes:
-        data = bytes(i % 251 for i in range(self.payload))
-        if self.proto == PROTO_TCP:
-            return tcp(self.src, self.dst, self.sport, self.dport, self.flags, data, tos=self.tos)
-        if self.proto == PROTO_UDP:
-            return udp(self.src, self.dst, self.sport, self.dport, data, tos=self.tos)
-        return icmp(self.src, self.dst, self.sport, self.dport, data, tos=self.tos)
-
-    @property
-    def v4(self) -> bool:
-        return ":" not in self.src
 
 
 def pkt(
@@ -277,7 +250,7 @@ def softflowd_expected(pkts: Sequence[Pkt], base_ns: int) -> dict[FlowKey, FlowR
     IPv6 is not tracked for v1/v5."""
     conversations: dict[tuple[int, frozenset[tuple[str, int]]], list[Pkt]] = {}
     for p in pkts:
-        if not p.v4:
+        if p.ip_version == 6:
             continue
         sport, dport = softflowd_ports(p)
         key = (p.proto, frozenset({(p.src, sport), (p.dst, dport)}))
